@@ -1,0 +1,37 @@
+//! imds-tun: a cloud instance-metadata service for machines that are not in a cloud.
+//!
+//! `sudo imds-tun up` routes 169.254.169.254 (and the other metadata addresses) into a TUN
+//! device owned by this process, which speaks TCP itself and answers as Azure IMDS, the Google
+//! Compute Engine metadata server and AWS EC2 IMDS. `imds-tun serve --listen ADDR` feeds the
+//! same HTTP and cloud layers from kernel sockets instead.
+//!
+//! # Map
+//!
+//! ```text
+//! config/    JSON schema (serde), loading, validation with JSON-path errors, embedded default
+//! cloud/     azure, gce, aws: configuration -> pre-serialised routes and per-request rules
+//! http/      incremental, bounded request parsing; response framing; the exchange loop
+//! snapshot   the immutable, pre-serialised response store all front doors answer from
+//! wire/      IPv4/IPv6/TCP parse and emit, checksums (etherparse stays in here)
+//! tcp/       server-side TCP: connection table, state machine, timers (pure, no I/O)
+//! device/    TUN, in-memory, fault-injecting and pcap devices; routes; hosts file; host state
+//! engine/    the packet loop that joins device, wire, tcp, http and the snapshot
+//! listen     the kernel-socket front door (`serve --listen`)
+//! ```
+//!
+//! # Principles
+//!
+//! Protocol cores (`wire`, `tcp`, `http`, `cloud`) do no I/O and never read the clock: time
+//! is passed in. Only `engine`, `listen` and `device` touch file descriptors and clocks.
+//! Everything that can be rendered ahead of time is rendered into the [`snapshot::Snapshot`]
+//! once per configuration load; answering a static request is a lookup and a reference.
+
+pub mod cloud;
+pub mod config;
+pub mod device;
+pub mod engine;
+pub mod http;
+pub mod listen;
+pub mod snapshot;
+pub mod tcp;
+pub mod wire;
