@@ -1,1 +1,161 @@
-//! TODO-doc
+//! The snapshot: every answer that can be rendered ahead of time, for one configuration.
+//!
+//! Contract: [`Snapshot::build`] renders a validated [`Config`] once; [`Snapshot::respond`]
+//! answers any request from it, allocating nothing for static answers. A snapshot is
+//! immutable: a reload builds a new one and swaps the `Arc`; connections holding the old one
+//! finish with it (design principle 3).
+//!
+//! `/` is claimed by both GCE and AWS. Google's clients detect GCE from `GET /`: Python sends
+//! `Metadata-Flavor: Google` and needs the same response header; Go sends no header and checks
+//! only for the response header. AWS clients never ask for `/`. So: with the flavor header (or
+//! GCE alone) `/` is GCE's root; otherwise, when AWS is on, it is AWS's version list carrying
+//! `Metadata-Flavor: Google` too when GCE is on, which satisfies Go's probe and a person's curl.
+
+use std::sync::Arc;
+
+use crate::cloud::aws::Aws;
+use crate::cloud::azure::Azure;
+use crate::cloud::gce::Gce;
+use crate::cloud::{owner, Owner, Reply, Request, RequestContext};
+use crate::config::{Config, ConfigErrors, Problems};
+use crate::http::{Prebuilt, Response};
+
+/// Secrets that outlive snapshots (a reload must not invalidate issued session tokens).
+#[derive(Clone)]
+pub struct Keys {
+    /// Key for stateless session tokens (AWS IMDSv2) and other MACs.
+    pub session: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+impl Keys {
+    /// Fresh random keys from the kernel.
+    pub fn generate() -> std::io::Result<Keys> {
+        let mut session = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut session)?;
+        Ok(Keys { session })
+    }
+
+    /// Fixed keys, for tests and golden files.
+    pub fn fixed(seed: u8) -> Keys {
+        Keys {
+            session: [seed; 32],
+        }
+    }
+}
+
+/// All pre-rendered answers of one configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    azure: Option<Azure>,
+    gce: Option<Gce>,
+    aws: Option<Aws>,
+    /// `/` without the GCE flavor header when AWS is on.
+    shared_root: Option<Prebuilt>,
+    /// The answer when no cloud is enabled.
+    nobody: Prebuilt,
+}
+
+impl Snapshot {
+    /// Renders `config`; `source` names it in errors found while rendering.
+    pub fn build(config: Config, keys: &Keys, source: &str) -> Result<Snapshot, ConfigErrors> {
+        let mut problems = Problems::new();
+        let azure = config
+            .azure
+            .enabled
+            .then(|| Azure::build(&config.azure, keys, &mut problems));
+        let gce = config
+            .gce
+            .enabled
+            .then(|| Gce::build(&config.gce, keys, &mut problems));
+        let aws = config
+            .aws
+            .enabled
+            .then(|| Aws::build(&config.aws, keys, &mut problems));
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems.into_errors(source)));
+        }
+        let shared_root = aws.as_ref().map(|aws| {
+            let mut root = aws.root_response();
+            if gce.is_some() {
+                root = root.header("Metadata-Flavor", "Google");
+            }
+            root.prebuild()
+        });
+        Ok(Snapshot {
+            config: Arc::new(config),
+            azure,
+            gce,
+            aws,
+            shared_root,
+            nobody: Response::new(404)
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .body("no metadata service is enabled\n")
+                .prebuild(),
+        })
+    }
+
+    /// Answers one request.
+    pub fn respond<'s>(&'s self, req: &Request<'_>, ctx: &RequestContext) -> Reply<'s> {
+        match owner(req.path) {
+            Owner::Azure => match &self.azure {
+                Some(azure) => azure.respond(req, ctx),
+                None => self.not_found(req),
+            },
+            Owner::Gce => match &self.gce {
+                Some(gce) => gce.respond(req, ctx),
+                None => self.not_found(req),
+            },
+            Owner::Aws => match &self.aws {
+                Some(aws) => aws.respond(req, ctx),
+                None => self.not_found(req),
+            },
+            Owner::Root => match (&self.gce, &self.shared_root) {
+                (Some(gce), _) if wants_gce(req) => gce.respond(req, ctx),
+                (_, Some(root)) => match &self.aws {
+                    // AWS owns `/` rules (methods, IMDSv2 token checks); it answers with the
+                    // shared rendering when the request is acceptable.
+                    Some(aws) => match aws.respond(req, ctx) {
+                        Reply::Static(_) => Reply::Static(root),
+                        other => other,
+                    },
+                    None => Reply::Static(root),
+                },
+                (Some(gce), None) => gce.respond(req, ctx),
+                (None, None) => self.not_found(req),
+            },
+            Owner::Unknown => self.not_found(req),
+        }
+    }
+
+    /// The 404 of the cloud the request most looks like it is for.
+    fn not_found<'s>(&'s self, req: &Request<'_>) -> Reply<'s> {
+        if let Some(gce) = self.gce.as_ref().filter(|_| wants_gce(req)) {
+            return gce.not_found(req);
+        }
+        if let Some(azure) = self.azure.as_ref().filter(|_| req.has_header("metadata")) {
+            return azure.not_found(req);
+        }
+        if let Some(aws) = &self.aws {
+            return aws.not_found(req);
+        }
+        if let Some(gce) = &self.gce {
+            return gce.not_found(req);
+        }
+        if let Some(azure) = &self.azure {
+            return azure.not_found(req);
+        }
+        Reply::Static(&self.nobody)
+    }
+}
+
+/// A request that names GCE by its headers.
+fn wants_gce(req: &Request<'_>) -> bool {
+    req.has_header("metadata-flavor") || req.has_header("x-google-metadata-request")
+}

@@ -1,1 +1,86 @@
-//! TODO-doc
+//! The clouds: each turns its part of the configuration into pre-serialised routes plus the
+//! few rules evaluated per request (header checks, query validation, tokens).
+//!
+//! Contract: a cloud never sees packets or sockets; it gets a parsed [`Request`] and a
+//! [`RequestContext`] and returns a [`Reply`]. [`owner`] decides which cloud a path belongs
+//! to; the [`crate::snapshot::Snapshot`] applies it. All three clouds share
+//! 169.254.169.254:80, and their path spaces do not overlap except at `/` (see
+//! [`crate::snapshot`] for how `/` is answered).
+
+pub mod aws;
+pub mod azure;
+pub mod gce;
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+pub use crate::http::{Reply, Request};
+
+/// What a cloud may know about a request besides its bytes. Time is a value passed in:
+/// clouds never read the clock.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestContext {
+    /// Wall-clock time of the request.
+    pub now: SystemTime,
+    /// The caller's address.
+    pub peer: SocketAddr,
+    /// The address the caller connected to (169.254.169.254:80, or a listen address).
+    pub local: SocketAddr,
+}
+
+/// Which cloud a request path belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Azure,
+    Gce,
+    Aws,
+    /// `/` itself, claimed by both GCE and AWS.
+    Root,
+    /// No cloud has this path.
+    Unknown,
+}
+
+/// The owner of `path` (the raw path, before `?`).
+pub fn owner(path: &str) -> Owner {
+    let first = path
+        .strip_prefix('/')
+        .map(|p| p.split('/').next().unwrap_or(""));
+    match first {
+        None => Owner::Unknown,
+        Some("") => Owner::Root,
+        Some("metadata") => Owner::Azure,
+        Some("computeMetadata") | Some("0.1") => Owner::Gce,
+        Some(seg) if seg == "latest" || seg == "1.0" || is_aws_date(seg) => Owner::Aws,
+        Some(_) => Owner::Unknown,
+    }
+}
+
+/// AWS dated API versions look like `2009-04-04`.
+fn is_aws_date(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_have_one_owner() {
+        assert_eq!(owner("/"), Owner::Root);
+        assert_eq!(owner("/metadata/instance"), Owner::Azure);
+        assert_eq!(owner("/metadata"), Owner::Azure);
+        assert_eq!(owner("/computeMetadata/v1/"), Owner::Gce);
+        assert_eq!(owner("/0.1/meta-data/"), Owner::Gce);
+        assert_eq!(owner("/latest/meta-data/"), Owner::Aws);
+        assert_eq!(owner("/2021-03-23/api/token"), Owner::Aws);
+        assert_eq!(owner("/1.0/meta-data"), Owner::Aws);
+        assert_eq!(owner("/favicon.ico"), Owner::Unknown);
+        assert_eq!(owner("*"), Owner::Unknown);
+    }
+}

@@ -1,0 +1,17 @@
+//! `$.aws`: the Aws part of the configuration. (Skeleton: the Aws engineer fills this in.)
+
+use serde::Deserialize;
+
+use super::error::Problems;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AwsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+impl AwsConfig {
+    /// Semantic checks beyond the schema; `at` is this section's JSON path.
+    pub fn validate(&self, _at: &str, _problems: &mut Problems) {}
+}

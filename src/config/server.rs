@@ -1,0 +1,72 @@
+//! Settings shared by every front door: request bounds and connection timeouts.
+
+use serde::Deserialize;
+
+use super::error::Problems;
+use crate::http::parse::{Limits, MAX_HEADERS};
+
+/// `$.server`: bounds and timeouts. Every field has a safe default.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ServerConfig {
+    /// Request line plus headers, bytes (431 above).
+    pub max_head_bytes: usize,
+    /// Headers per request (431 above), at most 64.
+    pub max_headers: usize,
+    /// Request body bytes (413 above).
+    pub max_body_bytes: usize,
+    /// A connection with no request in flight is closed after this many seconds.
+    pub idle_timeout_secs: u64,
+    /// A request must arrive complete within this many seconds of its first byte.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        ServerConfig {
+            max_head_bytes: limits.max_head_bytes,
+            max_headers: limits.max_headers,
+            max_body_bytes: limits.max_body_bytes,
+            idle_timeout_secs: 60,
+            header_timeout_secs: 10,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_head_bytes: self.max_head_bytes,
+            max_headers: self.max_headers,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    pub fn validate(&self, at: &str, problems: &mut Problems) {
+        if !(256..=1024 * 1024).contains(&self.max_head_bytes) {
+            problems.push(format!("{at}.maxHeadBytes"), "a number from 256 to 1048576");
+        }
+        if !(1..=MAX_HEADERS).contains(&self.max_headers) {
+            problems.push(
+                format!("{at}.maxHeaders"),
+                format!("a number from 1 to {MAX_HEADERS}"),
+            );
+        }
+        if self.max_body_bytes > 16 * 1024 * 1024 {
+            problems.push(format!("{at}.maxBodyBytes"), "a number up to 16777216");
+        }
+        if self.idle_timeout_secs == 0 {
+            problems.push(
+                format!("{at}.idleTimeoutSecs"),
+                "a number of seconds above 0",
+            );
+        }
+        if self.header_timeout_secs == 0 {
+            problems.push(
+                format!("{at}.headerTimeoutSecs"),
+                "a number of seconds above 0",
+            );
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The request loop every front door shares: buffered bytes in, responses out.
+//!
+//! Contract: [`respond_all`] answers every complete request at the start of `buf`, in order
+//! (HTTP/1.1 pipelining, RFC 9112 9.3.2), hands each response to the [`Sink`], and reports how
+//! many bytes it consumed and whether the connection must close after the last response.
+//! Incomplete trailing bytes are left for the next call. A parse error produces one error
+//! response and `close`; what was answered before it stays answered.
+
+use bytes::Bytes;
+
+use super::parse::{header_array, parse_request, HttpError, Limits, Parsed};
+use super::request::Method;
+use super::response::{Reply, Response};
+use crate::cloud::RequestContext;
+use crate::snapshot::Snapshot;
+use crate::wire::checksum::PartialSum;
+
+/// One response, ready for the transport.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub bytes: Bytes,
+    /// Precomputed ones'-complement sum of `bytes`, when known.
+    pub sum: Option<PartialSum>,
+    /// IP TTL / hop limit to send it with, when not the default.
+    pub ip_ttl: Option<u8>,
+}
+
+/// Where responses go; a transport queues or writes them.
+pub trait Sink {
+    fn push(&mut self, out: Outgoing);
+}
+
+impl Sink for Vec<Outgoing> {
+    fn push(&mut self, out: Outgoing) {
+        Vec::push(self, out);
+    }
+}
+
+/// What [`respond_all`] did with the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of `buf` consumed by answered requests.
+    pub consumed: usize,
+    /// Requests answered.
+    pub answered: usize,
+    /// The connection must be closed after the responses are sent.
+    pub close: bool,
+}
+
+/// Answers every complete request at the start of `buf`.
+pub fn respond_all(
+    buf: &[u8],
+    snapshot: &Snapshot,
+    ctx: &RequestContext,
+    limits: &Limits,
+    sink: &mut impl Sink,
+) -> Progress {
+    let mut progress = Progress {
+        consumed: 0,
+        answered: 0,
+        close: false,
+    };
+    while progress.consumed < buf.len() {
+        let mut headers = header_array();
+        match parse_request(&buf[progress.consumed..], &mut headers, limits) {
+            Ok(Parsed::Partial) => break,
+            Ok(Parsed::Complete { request, len }) => {
+                let close = request.wants_close();
+                let head_only = request.method == Method::Head;
+                match snapshot.respond(&request, ctx) {
+                    Reply::Static(pre) => {
+                        let (bytes, sum) = pre.wire(close, head_only);
+                        sink.push(Outgoing {
+                            bytes,
+                            sum,
+                            ip_ttl: None,
+                        });
+                    }
+                    Reply::Dynamic(resp) => push_dynamic(sink, &resp, close, head_only),
+                }
+                progress.consumed += len;
+                progress.answered += 1;
+                if close {
+                    progress.close = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                push_dynamic(sink, &error_response(e), true, false);
+                progress.close = true;
+                break;
+            }
+        }
+    }
+    progress
+}
+
+/// The response to a request that could not be parsed. No cloud can be told apart yet, so
+/// the answer is a plain-text status, as the services' front ends give for framing errors.
+pub fn error_response(e: HttpError) -> Response {
+    Response::new(e.status())
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body(format!("{e}\n"))
+}
+
+fn push_dynamic(sink: &mut impl Sink, resp: &Response, close: bool, head_only: bool) {
+    let (bytes, _) = resp.render(close, head_only);
+    sink.push(Outgoing {
+        bytes: Bytes::from(bytes),
+        sum: None,
+        ip_ttl: resp.ip_ttl,
+    });
+}
