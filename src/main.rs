@@ -12,7 +12,11 @@ use imds_tun::config::{self, Config};
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
 
 #[derive(Parser)]
-#[command(name = "imds-tun", version, about = "Cloud instance metadata (Azure IMDS, GCE, AWS EC2) for any Linux machine")]
+#[command(
+    name = "imds-tun",
+    version,
+    about = "Cloud instance metadata (Azure IMDS, GCE, AWS EC2) for any Linux machine"
+)]
 struct Cli {
     /// Log format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

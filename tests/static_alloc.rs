@@ -85,7 +85,10 @@ fn static_answers_allocate_nothing() {
         let progress = respond_all(request, &snapshot, &ctx, &limits, &mut out);
         let allocated = ALLOCATIONS.with(Cell::get) - before;
         assert_eq!(progress.answered, 1);
-        assert!(out[0].sum.is_some(), "static answers carry a precomputed sum");
+        assert!(
+            out[0].sum.is_some(),
+            "static answers carry a precomputed sum"
+        );
         assert_eq!(
             allocated,
             0,

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
+pub mod netns;
+
 /// The venv under the target directory with `tests/sdk/requirements.txt` installed, created
 /// once per test binary and reused across runs while the requirements are unchanged.
 pub fn python() -> &'static Path {
@@ -23,15 +25,16 @@ pub fn python() -> &'static Path {
             return python;
         }
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&reqs));
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&reqs));
         std::fs::write(&stamp, wanted).unwrap_or_else(|e| panic!("{e}"));
         python
     })
