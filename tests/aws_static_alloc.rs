@@ -67,7 +67,8 @@ fn count(snapshot: &Snapshot, request: &[u8], status: &str) -> usize {
 fn aws_static_answers_allocate_nothing() {
     let keys = Keys::fixed(1);
     let tok = token::mint(&keys.session, NOW, 21_600);
-    let v1 = b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n".to_vec();
+    let v1 =
+        b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n".to_vec();
     let v2 = format!(
         "GET /latest/meta-data/placement/availability-zone/ HTTP/1.1\r\n\
          Host: 169.254.169.254\r\nX-aws-ec2-metadata-token: {tok}\r\n\r\n"
@@ -79,11 +80,22 @@ fn aws_static_answers_allocate_nothing() {
         let mut cfg = config::default_config(&|_| None).unwrap_or_else(|e| panic!("{e}"));
         cfg.aws.imdsv2 = mode;
         let snapshot = Snapshot::build(cfg, &keys, "test").unwrap_or_else(|e| panic!("{e}"));
-        let v1_status = if mode == Imdsv2::Required { "401" } else { "200" };
+        let v1_status = if mode == Imdsv2::Required {
+            "401"
+        } else {
+            "200"
+        };
         for (request, status) in [
             (&v1, v1_status),
             (&v2, "200"),
-            (&missing, if mode == Imdsv2::Required { "401" } else { "404" }),
+            (
+                &missing,
+                if mode == Imdsv2::Required {
+                    "401"
+                } else {
+                    "404"
+                },
+            ),
             (&bad, "401"),
         ] {
             let n = count(&snapshot, request, status);
