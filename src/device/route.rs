@@ -48,6 +48,11 @@ const IFLA_MTU: u16 = 4;
 const IFLA_TXQLEN: u16 = 13;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_TUN_PERSIST: u16 = 6;
+const IFLA_TUN_NUM_QUEUES: u16 = 8;
+// linux/if.h (not in libc's c_int IFF_* set)
+const IFF_LOWER_UP: u32 = 0x1_0000;
 // linux/if_addr.h
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -61,6 +66,13 @@ pub struct LinkInfo {
     /// `IFLA_INFO_KIND` (`"tun"`, `"veth"`, ...); `None` for kinds without one (e.g. a NIC).
     pub kind: Option<String>,
     pub up: bool,
+    /// For TUN devices: whether the device is persistent (outlives its fds).
+    pub tun_persist: Option<bool>,
+    /// For multiqueue TUN devices: how many queues (fds) are attached (the kernel reports it
+    /// only for multiqueue devices; a single-queue TUN has carrier exactly while attached).
+    pub tun_queues: Option<u32>,
+    /// `IFF_LOWER_UP`: carrier. A TUN has carrier while a process has it open.
+    pub carrier: bool,
 }
 
 /// An rtnetlink socket in the calling thread's network namespace.
@@ -294,22 +306,36 @@ impl Netlink {
             }
             let index = i32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]);
             let flags = u32::from_ne_bytes([payload[8], payload[9], payload[10], payload[11]]);
-            let mut kind = None;
+            let mut info = LinkInfo {
+                index: index as u32,
+                kind: None,
+                up: flags & libc::IFF_UP as u32 != 0,
+                carrier: flags & IFF_LOWER_UP != 0,
+                tun_persist: None,
+                tun_queues: None,
+            };
             for (aty, data) in attrs(&payload[16..]) {
-                if aty == IFLA_LINKINFO {
-                    for (ity, idata) in attrs(data) {
-                        if ity == IFLA_INFO_KIND {
-                            let s = idata.split(|&c| c == 0).next().unwrap_or_default();
-                            kind = Some(String::from_utf8_lossy(s).into_owned());
+                if aty != IFLA_LINKINFO {
+                    continue;
+                }
+                for (ity, idata) in attrs(data) {
+                    if ity == IFLA_INFO_KIND {
+                        let s = idata.split(|&c| c == 0).next().unwrap_or_default();
+                        info.kind = Some(String::from_utf8_lossy(s).into_owned());
+                    } else if ity == IFLA_INFO_DATA {
+                        for (tty, tdata) in attrs(idata) {
+                            match (tty, tdata) {
+                                (IFLA_TUN_PERSIST, [p, ..]) => info.tun_persist = Some(*p != 0),
+                                (IFLA_TUN_NUM_QUEUES, [a, b, c, d, ..]) => {
+                                    info.tun_queues = Some(u32::from_ne_bytes([*a, *b, *c, *d]))
+                                }
+                                _ => {}
+                            }
                         }
                     }
                 }
             }
-            return Ok(Some(LinkInfo {
-                index: index as u32,
-                kind,
-                up: flags & libc::IFF_UP as u32 != 0,
-            }));
+            return Ok(Some(info));
         }
         Ok(None)
     }

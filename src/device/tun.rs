@@ -197,12 +197,18 @@ fn interface_exists(name: &str) -> bool {
 fn describe_existing(name: &str) -> String {
     let info = Netlink::open().and_then(|mut nl| nl.link_by_name(name));
     match info {
-        Ok(Some(link)) if link.kind.as_deref() == Some("tun") => match tun_holders(name).first() {
-            Some((pid, comm)) => format!("a TUN device held by pid {pid} ({comm})"),
-            None => format!(
-                "a persistent TUN device no process holds; delete it with `ip link delete {name}`"
-            ),
-        },
+        Ok(Some(link)) if link.kind.as_deref() == Some("tun") => {
+            let attached = link.tun_queues.map_or(link.carrier, |q| q > 0);
+            if link.tun_persist == Some(true) && !attached {
+                return format!(
+                    "a persistent TUN device no process holds; delete it with `ip link delete {name}`"
+                );
+            }
+            match tun_holders(name).first() {
+                Some((pid, comm)) => format!("a TUN device held by pid {pid} ({comm})"),
+                None => "a TUN device held by another process".into(),
+            }
+        }
         Ok(Some(link)) => match link.kind {
             Some(kind) => format!("a {kind} interface, not ours"),
             None => "a network interface that is not a TUN device".into(),
@@ -212,11 +218,21 @@ fn describe_existing(name: &str) -> String {
     }
 }
 
-/// Processes with a TUN fd attached to an interface of this name, from `/proc/*/fdinfo`
-/// (`iff:` lines). Best effort, for error messages only: it does not distinguish network
-/// namespaces, and unreadable entries are skipped.
+/// The network namespace identity (inode) of a `/proc/.../ns/net` link.
+fn netns_inode(path: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Processes with a thread in the caller's network namespace and a TUN fd attached to an interface of
+/// this name, from `/proc/*/fdinfo` (`iff:` lines). Best effort, for error messages only: a
+/// process that holds a TUN of another namespace than its own is not found; unreadable
+/// entries are skipped.
 fn tun_holders(name: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
+    let Some(ours) = netns_inode("/proc/thread-self/ns/net") else {
+        return out;
+    };
     let Ok(procs) = fs::read_dir("/proc") else {
         return out;
     };
@@ -224,6 +240,15 @@ fn tun_holders(name: &str) -> Vec<(u32, String)> {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
+        // Any thread of it in our namespace (a thread may have entered one with setns).
+        let in_ours = fs::read_dir(p.path().join("task")).is_ok_and(|tasks| {
+            tasks
+                .flatten()
+                .any(|t| netns_inode(&format!("{}/ns/net", t.path().display())) == Some(ours))
+        });
+        if !in_ours {
+            continue;
+        }
         let Ok(fds) = fs::read_dir(p.path().join("fdinfo")) else {
             continue;
         };
