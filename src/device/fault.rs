@@ -475,7 +475,7 @@ mod tests {
         engine_end.send(t0, &[IoSlice::new(&[3])]).unwrap();
         // 1 is held, 2 passes and releases 1, 3 is held (reorder rate 1).
         let mut got = Vec::new();
-        while let Some(_) = dev.recv(t0, &mut buf).unwrap() {
+        while dev.recv(t0, &mut buf).unwrap().is_some() {
             got.push(buf[0]);
         }
         assert_eq!(got, vec![2, 1]);
