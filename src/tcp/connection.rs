@@ -174,7 +174,7 @@ impl Conn {
             snd_wscale,
             wscale_ok: opts.window_scale.is_some(),
             queue: VecDeque::new(),
-            queue_seq: iss.add(1),
+            queue_seq: iss.plus(1),
             queued: 0,
             fin_requested: false,
             smss,
@@ -182,7 +182,7 @@ impl Conn {
             cwnd: (10 * smss).min(u32::MAX as usize) as u32,
             ssthresh: u32::MAX,
             irs,
-            rcv_nxt: irs.add(1),
+            rcv_nxt: irs.plus(1),
             rcv_buf: Vec::new(),
             rcv_cap,
             rcv_wscale,
@@ -234,7 +234,7 @@ impl Conn {
     }
 
     fn data_end(&self) -> Seq {
-        self.queue_seq.add(self.queued)
+        self.queue_seq.plus(self.queued)
     }
 
     fn fin_acked(&self) -> bool {
@@ -342,14 +342,14 @@ impl Conn {
         // First: sequence number acceptability.
         let seg_len = seg.payload.len() + usize::from(flags.syn()) + usize::from(flags.fin());
         let wnd = self.rcv_space();
-        let win_end = self.rcv_nxt.add(wnd);
+        let win_end = self.rcv_nxt.plus(wnd);
         let acceptable = match (seg_len, wnd) {
             (0, 0) => seq == self.rcv_nxt,
             (0, _) => seq.in_range(self.rcv_nxt, win_end),
             (_, 0) => false,
             (_, _) => {
                 seq.in_range(self.rcv_nxt, win_end)
-                    || seq.add(seg_len - 1).in_range(self.rcv_nxt, win_end)
+                    || seq.plus(seg_len - 1).in_range(self.rcv_nxt, win_end)
             }
         };
         // RFC 7323 5.3 (PAWS): a segment older than TS.Recent is a duplicate from the past.
@@ -469,7 +469,7 @@ impl Conn {
             ctx.counters.no_ack_dropped += 1;
             return Some(Input::Nothing);
         }
-        if Seq(h.ack) != self.iss.add(1) {
+        if Seq(h.ack) != self.iss.plus(1) {
             ctx.counters.rst_sent_bad_ack += 1;
             return Some(Input::SendReset);
         }
@@ -548,7 +548,7 @@ impl Conn {
 
     fn pop_acked(&mut self, mut n: usize) {
         self.queued -= n.min(self.queued);
-        self.queue_seq = self.queue_seq.add(n);
+        self.queue_seq = self.queue_seq.plus(n);
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
                 break;
@@ -609,16 +609,16 @@ impl Conn {
             }
             if take > 0 {
                 self.rcv_buf.extend_from_slice(&new[..take]);
-                self.rcv_nxt = self.rcv_nxt.add(take);
+                self.rcv_nxt = self.rcv_nxt.plus(take);
                 self.header_at = None;
                 readable = true;
             }
             self.ack_pending = true;
         }
         if h.flags.fin() {
-            let fin_seq = seq.add(data.len());
+            let fin_seq = seq.plus(data.len());
             if !self.peer_fin && fin_seq == self.rcv_nxt {
-                self.rcv_nxt = self.rcv_nxt.add(1);
+                self.rcv_nxt = self.rcv_nxt.plus(1);
                 self.peer_fin = true;
                 self.header_at = None;
                 readable = true;
@@ -739,6 +739,11 @@ impl Conn {
         self.cwnd = smss;
         self.snd_nxt = self.snd_una;
         self.rtt_sample = None; // Karn: never time a retransmitted segment.
+        if self.snd_wnd == 0 {
+            // The lost segment was a zero-window probe: probe again.
+            self.probe_pending = true;
+            ctx.counters.persist_probes += 1;
+        }
     }
 
     fn back_off(&mut self, cfg: &TcpConfig) {
@@ -747,8 +752,9 @@ impl Conn {
 
     // ---- output --------------------------------------------------------------------------
 
+    /// The header of our next segment; records the window it advertises.
     fn header(
-        &self,
+        &mut self,
         now: Instant,
         flags: TcpFlags,
         seq: Seq,
@@ -756,6 +762,7 @@ impl Conn {
         cfg: &TcpConfig,
     ) -> SegmentHeader {
         let space = self.rcv_space();
+        self.last_adv_wnd = space;
         let window = if flags.syn() {
             space.min(65535) as u16
         } else {
@@ -846,7 +853,7 @@ impl Conn {
                 if self.wscale_ok {
                     h.options.window_scale = Some(self.rcv_wscale);
                 }
-                self.note_sent(now, self.iss, self.iss.add(1), ctx);
+                self.note_sent(now, self.iss, self.iss.plus(1), ctx);
                 Self::emit(
                     &h,
                     &[],
@@ -890,7 +897,7 @@ impl Conn {
             let data_end = self.data_end();
             let fin_after_data = self.fin_requested && !self.fin_acked();
             if self.snd_nxt < data_end {
-                let limit = self.snd_una.add(self.snd_wnd.min(self.cwnd) as usize);
+                let limit = self.snd_una.plus(self.snd_wnd.min(self.cwnd) as usize);
                 let mut room = limit.since(self.snd_nxt);
                 if room == 0 {
                     if !self.probe_pending {
@@ -904,7 +911,7 @@ impl Conn {
                     return;
                 };
                 let start = self.snd_nxt;
-                let end_data = start.add(len);
+                let end_data = start.plus(len);
                 let fin = fin_after_data && end_data == data_end;
                 let mut flags = TcpFlags::ACK;
                 if end_data == data_end {
@@ -914,7 +921,7 @@ impl Conn {
                     flags = flags | TcpFlags::FIN;
                 }
                 let h = self.header(now, flags, start, ttl, ctx.cfg);
-                self.note_sent(now, start, end_data.add(usize::from(fin)), ctx);
+                self.note_sent(now, start, end_data.plus(usize::from(fin)), ctx);
                 let (payload, sum) = self.payload(off, len, scratch, ctx.counters);
                 Self::emit(
                     &h,
@@ -930,7 +937,7 @@ impl Conn {
                 // A FIN takes no window space the peer could refuse; send it even into a zero
                 // window (the peer ACKs what it can).
                 let h = self.header(now, TcpFlags::FIN | TcpFlags::ACK, data_end, None, ctx.cfg);
-                self.note_sent(now, data_end, data_end.add(1), ctx);
+                self.note_sent(now, data_end, data_end.plus(1), ctx);
                 Self::emit(
                     &h,
                     &[],

@@ -11,7 +11,7 @@ pub struct Seq(pub u32);
 
 impl Seq {
     /// `self` advanced by `n` bytes (wrapping).
-    pub fn add(self, n: usize) -> Seq {
+    pub fn plus(self, n: usize) -> Seq {
         Seq(self.0.wrapping_add(n as u32))
     }
 
@@ -50,7 +50,7 @@ mod tests {
     #[test]
     fn wraps() {
         let a = Seq(u32::MAX - 1);
-        let b = a.add(4);
+        let b = a.plus(4);
         assert_eq!(b, Seq(2));
         assert!(a < b);
         assert_eq!(b.diff(a), 4);
