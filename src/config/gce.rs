@@ -171,7 +171,10 @@ impl GceConfig {
         self.validate_accounts(&join(at, "serviceAccounts"), problems);
         if let Some(u) = &self.universe_domain {
             if !is_hostname(u) {
-                problems.push(join(at, "universeDomain"), "a DNS name such as googleapis.com");
+                problems.push(
+                    join(at, "universeDomain"),
+                    "a DNS name such as googleapis.com",
+                );
             }
         }
     }
@@ -230,7 +233,9 @@ impl GceConfig {
                 }
                 for key in ["ip", "gateway", "subnetmask"] {
                     if let Some(v) = nic.get(key) {
-                        let ok = v.as_str().is_some_and(|s| s.parse::<std::net::Ipv4Addr>().is_ok());
+                        let ok = v
+                            .as_str()
+                            .is_some_and(|s| s.parse::<std::net::Ipv4Addr>().is_ok());
                         if !ok {
                             problems.push(join(&nic_at, key), "an IPv4 address");
                         }
@@ -256,7 +261,10 @@ impl GceConfig {
                 if alias == "default" {
                     defaults += 1;
                     if defaults > 1 {
-                        problems.push(index(&aliases_at, i), "\"default\" on one service account only");
+                        problems.push(
+                            index(&aliases_at, i),
+                            "\"default\" on one service account only",
+                        );
                     }
                 }
             }
@@ -269,7 +277,10 @@ impl GceConfig {
             if let Some(token) = &sa.token {
                 let token_at = join(&sa_at, "token");
                 match &token.access_token {
-                    None => problems.push(token_at.clone(), "a token source: {\"accessToken\": \"...\"}"),
+                    None => problems.push(
+                        token_at.clone(),
+                        "a token source: {\"accessToken\": \"...\"}",
+                    ),
                     Some(t) if !is_token_text(t) => problems.push(
                         join(&token_at, "accessToken"),
                         "a non-empty token of visible ASCII characters",
@@ -325,7 +336,10 @@ impl GceConfig {
         }
         let email = match (get("GOOGLE_SERVICE_ACCOUNT"), get("GOOGLE_ACCOUNT_EMAIL")) {
             (Some(a), Some(b)) if a != b => {
-                problems.push("GOOGLE_ACCOUNT_EMAIL", "the same e-mail as GOOGLE_SERVICE_ACCOUNT");
+                problems.push(
+                    "GOOGLE_ACCOUNT_EMAIL",
+                    "the same e-mail as GOOGLE_SERVICE_ACCOUNT",
+                );
                 None
             }
             (Some(a), _) => Some(("GOOGLE_SERVICE_ACCOUNT", a)),
@@ -348,7 +362,10 @@ impl GceConfig {
                     expires_in,
                 });
             } else {
-                problems.push("GOOGLE_ACCESS_TOKEN", "a non-empty token of visible ASCII characters");
+                problems.push(
+                    "GOOGLE_ACCESS_TOKEN",
+                    "a non-empty token of visible ASCII characters",
+                );
             }
         }
         if let Some(token) = get("GOOGLE_ID_TOKEN") {
@@ -357,7 +374,10 @@ impl GceConfig {
                     id_token: Some(token),
                 });
             } else {
-                problems.push("GOOGLE_ID_TOKEN", "a JWT (three base64url parts separated by '.')");
+                problems.push(
+                    "GOOGLE_ID_TOKEN",
+                    "a JWT (three base64url parts separated by '.')",
+                );
             }
         }
     }
@@ -432,7 +452,10 @@ fn check_tree(map: &Map<String, Value>, at: &str, problems: &mut Problems) {
     for (key, value) in map {
         let path = join(at, key);
         if key.is_empty() || key.contains(['/', '?', '#', '%']) || key == "." || key == ".." {
-            problems.push(path.clone(), "a key usable as a path segment (no '/', '?', '#', '%')");
+            problems.push(
+                path.clone(),
+                "a key usable as a path segment (no '/', '?', '#', '%')",
+            );
         }
         check_value(value, &path, problems);
     }
@@ -450,7 +473,9 @@ fn check_value(value: &Value, at: &str, problems: &mut Problems) {
             for (i, item) in items.iter().enumerate() {
                 let item_at = index(at, i);
                 match item {
-                    Value::Array(_) => problems.push(item_at, "an object or a scalar (no nested arrays)"),
+                    Value::Array(_) => {
+                        problems.push(item_at, "an object or a scalar (no nested arrays)")
+                    }
                     other => check_value(other, &item_at, problems),
                 }
             }
@@ -522,19 +547,16 @@ pub(crate) fn is_digits(s: &str) -> bool {
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Project IDs: 6-30 chars, lowercase letters, digits, hyphens, starting with a letter, not
 /// ending with a hyphen. Domain-scoped IDs (`example.com:proj`) are accepted too.
 fn is_project_id(s: &str) -> bool {
-    let id = s.rsplit_once(':').map_or(s, |(domain, id)| {
-        if is_hostname(domain) {
-            id
-        } else {
-            ""
-        }
-    });
+    let id = s
+        .rsplit_once(':')
+        .map_or(s, |(domain, id)| if is_hostname(domain) { id } else { "" });
     (6..=30).contains(&id.len())
         && id.starts_with(|c: char| c.is_ascii_lowercase())
         && !id.ends_with('-')
@@ -547,7 +569,9 @@ fn is_hostname(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -556,7 +580,9 @@ pub(crate) fn is_email(s: &str) -> bool {
         return false;
     };
     !local.is_empty()
-        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
         && domain.contains('.')
         && is_hostname(domain)
 }
@@ -577,9 +603,10 @@ fn is_jwt(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
     parts.len() == 3
         && parts[..2].iter().all(|p| !p.is_empty())
-        && parts
-            .iter()
-            .all(|p| p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        && parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 #[cfg(test)]
@@ -594,10 +621,7 @@ mod tests {
     fn problems_of(c: &GceConfig) -> Vec<String> {
         let mut p = Problems::new();
         c.validate("$.gce", &mut p);
-        p.into_errors("t")
-            .into_iter()
-            .map(|e| e.path)
-            .collect()
+        p.into_errors("t").into_iter().map(|e| e.path).collect()
     }
 
     fn valid() -> GceConfig {
@@ -639,8 +663,10 @@ mod tests {
     fn shapes_are_checked_with_exact_paths() {
         let mut c = valid();
         c.instance.insert("zone".into(), "us-central1-a".into());
-        c.instance
-            .insert("machine-type".into(), "zones/us-central1-a/machineTypes/e2".into());
+        c.instance.insert(
+            "machine-type".into(),
+            "zones/us-central1-a/machineTypes/e2".into(),
+        );
         c.instance.insert("id".into(), "12x".into());
         c.project.insert("numeric-project-id".into(), "12a".into());
         c.project.insert("project-id".into(), "Bad_Project".into());
@@ -685,9 +711,12 @@ mod tests {
                 id_token: Some("not-a-jwt".into()),
             }),
         };
-        c.service_accounts.insert("x@y.iam.gserviceaccount.com".into(), sa);
-        c.service_accounts.insert("not-an-email".into(), ServiceAccount::default());
-        c.instance.insert("service-accounts".into(), Value::Object(Map::new()));
+        c.service_accounts
+            .insert("x@y.iam.gserviceaccount.com".into(), sa);
+        c.service_accounts
+            .insert("not-an-email".into(), ServiceAccount::default());
+        c.instance
+            .insert("service-accounts".into(), Value::Object(Map::new()));
         assert_eq!(
             problems_of(&c),
             [
@@ -717,7 +746,10 @@ mod tests {
         let env = env_of(&[
             ("GOOGLE_PROJECT_ID", "other-project"),
             ("GOOGLE_NUMERIC_PROJECT_ID", "555555555555"),
-            ("GOOGLE_SERVICE_ACCOUNT", "app@other-project.iam.gserviceaccount.com"),
+            (
+                "GOOGLE_SERVICE_ACCOUNT",
+                "app@other-project.iam.gserviceaccount.com",
+            ),
             ("GOOGLE_ACCESS_TOKEN", "ya29.from-env"),
             ("GOOGLE_ID_TOKEN", "eyJh.eyJi.c2ln"),
         ]);
@@ -725,7 +757,10 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(c.project["project-id"], "other-project");
         assert_eq!(c.numeric_project_id().as_deref(), Some("555555555555"));
-        assert_eq!(c.instance["zone"], "projects/555555555555/zones/us-central1-a");
+        assert_eq!(
+            c.instance["zone"],
+            "projects/555555555555/zones/us-central1-a"
+        );
         let (email, sa) = c.default_account().unwrap_or_else(|| panic!("no default"));
         assert_eq!(email, "app@other-project.iam.gserviceaccount.com");
         assert_eq!(c.service_accounts.len(), 1);
@@ -763,7 +798,11 @@ mod tests {
             ("GOOGLE_ID_TOKEN", "abc"),
         ]);
         c.apply_env(&env, &mut p);
-        let paths: Vec<String> = p.into_errors("<environment>").into_iter().map(|e| e.path).collect();
+        let paths: Vec<String> = p
+            .into_errors("<environment>")
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         assert_eq!(
             paths,
             [
