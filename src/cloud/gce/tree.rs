@@ -5,7 +5,9 @@
 //! validated [`GceConfig`]; rendering never fails. Renderings follow Google's emulator and
 //! spec/gce.md:
 //! - a directory *listing* names each child on its own line, directories (and indexed lists)
-//!   with a trailing `/`, values (including list values such as `scopes`) without;
+//!   with a trailing `/`, values (including list values such as `scopes`) without. An indexed
+//!   list of scalars (`forwarded-ips`) lists `0\n`, not `0/\n`: `forwarded-ips/0` is a value,
+//!   and a `/` would send clients to a 404 (Google's emulator writes `0/`; unconfirmed);
 //! - *recursive JSON* turns fixed kebab-case keys into camelCase (`machine-type` →
 //!   `machineType`) but keeps user keys as written (attribute names, service-account e-mails,
 //!   guest-attribute namespaces and keys), and leaves `token` and `identity` out;
