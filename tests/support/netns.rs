@@ -98,7 +98,7 @@ impl TestHost {
         cmd.args(["--mount", "--propagation", "private", "--"])
             .arg("sh")
             .arg("-c")
-            .arg(r#"mount --bind "$0" /etc/hosts && exec ip netns exec "$1" "$@""#)
+            .arg(r#"mount --bind "$0" /etc/hosts && ns="$1" && shift && exec ip netns exec "$ns" "$@""#)
             .arg(&self.hosts_file)
             .arg(&self.name)
             .arg(program);
