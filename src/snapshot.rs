@@ -159,3 +159,39 @@ impl Snapshot {
 fn wants_gce(req: &Request<'_>) -> bool {
     req.has_header("metadata-flavor") || req.has_header("x-google-metadata-request")
 }
+
+/// The current snapshot, replaceable as a whole while requests are answered from it.
+///
+/// Readers take an `Arc` (an atomic increment) per batch of requests; a swap never waits for
+/// them and they keep the snapshot they took until they drop it.
+#[derive(Debug)]
+pub struct SnapshotCell {
+    current: std::sync::RwLock<Arc<Snapshot>>,
+}
+
+impl SnapshotCell {
+    pub fn new(snapshot: Snapshot) -> Self {
+        SnapshotCell {
+            current: std::sync::RwLock::new(Arc::new(snapshot)),
+        }
+    }
+
+    /// The snapshot to answer the next requests from.
+    pub fn load(&self) -> Arc<Snapshot> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            // A writer never panics while holding the lock (it only assigns an Arc), but if
+            // one did, the value inside is still a whole snapshot.
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the snapshot; in-flight requests finish with the old one.
+    pub fn replace(&self, snapshot: Snapshot) {
+        let new = Arc::new(snapshot);
+        match self.current.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}

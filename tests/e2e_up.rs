@@ -1,0 +1,220 @@
+//! End to end, as root: `imds-tun up` inside a test host (a network namespace and a private
+//! mount namespace, never the host's own), then curl and the real SDKs with NO environment
+//! overrides, then shutdown and proof that everything `up` changed is undone.
+//!
+//! Two host shapes: only `lo` (the SYN must not leave from 0.0.0.0), and a veth link with
+//! link-local addresses and a default route, like a normal host. CI runs as root and runs
+//! these; without root they fail, they never skip.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use support::netns::{Shape, TestHost, HOSTS_CONTENT};
+
+/// A running `imds-tun up` in a test host; killed on drop.
+struct Up {
+    child: Child,
+}
+
+impl Up {
+    fn start(host: &TestHost) -> Up {
+        let mut child = host
+            .command(env!("CARGO_BIN_EXE_imds-tun"))
+            .args(["up", "--state-dir"])
+            .arg(host.dir().join("state"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start imds-tun up: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(line.contains("ready"), "unexpected first line: {line:?}");
+        Up { child }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we own.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "imds-tun did not exit in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Curl requests against all three clouds, by address and by GCE's DNS names.
+fn curl_all_clouds(host: &TestHost) {
+    let azure = host.sh(
+        "curl -sS -m 5 -H Metadata:true \
+         'http://169.254.169.254/metadata/instance/compute/vmId?api-version=2021-02-01&format=text'",
+    );
+    assert_eq!(azure.len(), 36, "Azure vmId: {azure:?}");
+    let gce = host.sh("curl -sS -m 5 -H Metadata-Flavor:Google \
+         http://metadata.google.internal/computeMetadata/v1/project/numeric-project-id");
+    assert!(
+        !gce.is_empty() && gce.bytes().all(|b| b.is_ascii_digit()),
+        "GCE: {gce:?}"
+    );
+    let gce_short = host.sh(
+        "curl -sS -m 5 -H Metadata-Flavor:Google http://metadata/computeMetadata/v1/project/numeric-project-id",
+    );
+    assert_eq!(gce_short, gce);
+    let token = host.sh(
+        "curl -sS -m 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token",
+    );
+    let aws = host.sh(&format!(
+        "curl -sS -m 5 -H 'X-aws-ec2-metadata-token: {token}' http://169.254.169.254/latest/meta-data/instance-id"
+    ));
+    assert!(aws.starts_with("i-"), "AWS instance-id: {aws:?}");
+}
+
+/// The SDK scripts of `tests/sdk/`, run with no override at all: they must find the
+/// metadata services where real VMs have them.
+fn sdks_without_overrides(host: &TestHost) {
+    let python = support::python();
+    for cloud in ["azure", "gce", "aws"] {
+        let script = format!("{}/tests/sdk/{cloud}.py", env!("CARGO_MANIFEST_DIR"));
+        let out = host
+            .command("env")
+            .arg("-i")
+            .arg(format!(
+                "PATH={}",
+                std::env::var("PATH").unwrap_or_default()
+            ))
+            .arg(format!("HOME={}", host.dir().display()))
+            .arg("IMDS_TUN_ADDR=169.254.169.254:80")
+            .arg("AWS_CONFIG_FILE=/dev/null")
+            .arg("AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+            .arg(python)
+            .arg(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "{cloud} SDKs without overrides failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn full_cycle(shape: Shape) {
+    let host = TestHost::new(shape);
+    let addresses_before = host.addresses();
+    let routes_before = host.routes();
+
+    let up = Up::start(&host);
+    let hosts_during = std::fs::read_to_string(&host.hosts_file).unwrap_or_default();
+    assert!(
+        hosts_during.contains("169.254.169.254")
+            && hosts_during.contains("metadata.google.internal"),
+        "hosts block missing:\n{hosts_during}"
+    );
+    assert!(
+        hosts_during.starts_with(HOSTS_CONTENT),
+        "the rest of /etc/hosts must be kept"
+    );
+    curl_all_clouds(&host);
+    sdks_without_overrides(&host);
+
+    // No address was added to any interface other than the TUN device itself.
+    let addresses_during = host.addresses();
+    for line in addresses_during.lines().filter(|l| !l.contains("imds0")) {
+        assert!(
+            addresses_before.contains(line.split_whitespace().nth(3).unwrap_or("")),
+            "address added outside the TUN device: {line}\nbefore:\n{addresses_before}"
+        );
+    }
+
+    up.signal(libc::SIGTERM);
+    let status = up.wait(Duration::from_secs(10));
+    assert!(status.success(), "up exited with {status}");
+    assert_eq!(host.routes(), routes_before, "routes not restored");
+    assert_eq!(
+        host.addresses(),
+        addresses_before,
+        "interfaces not restored"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&host.hosts_file).unwrap_or_default(),
+        HOSTS_CONTENT,
+        "/etc/hosts not byte-identical after shutdown"
+    );
+
+    // A crash leaves things behind; the next `up` starts cleanly and `down` restores.
+    let up = Up::start(&host);
+    up.signal(libc::SIGKILL);
+    let _ = up.wait(Duration::from_secs(10));
+    let up = Up::start(&host);
+    curl_all_clouds(&host);
+    up.signal(libc::SIGKILL);
+    let _ = up.wait(Duration::from_secs(10));
+    let down = host
+        .command(env!("CARGO_BIN_EXE_imds-tun"))
+        .args(["down", "--state-dir"])
+        .arg(host.dir().join("state"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        down.status.success(),
+        "down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(
+        host.routes(),
+        routes_before,
+        "down did not restore the routes"
+    );
+    assert_eq!(
+        host.addresses(),
+        addresses_before,
+        "down did not remove the device"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&host.hosts_file).unwrap_or_default(),
+        HOSTS_CONTENT,
+        "down did not restore /etc/hosts"
+    );
+    // Idempotent.
+    let again = host
+        .command(env!("CARGO_BIN_EXE_imds-tun"))
+        .args(["down", "--state-dir"])
+        .arg(host.dir().join("state"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(again.status.success(), "second down failed");
+}
+
+#[test]
+fn loopback_only_host() {
+    full_cycle(Shape::LoopbackOnly);
+}
+
+#[test]
+fn veth_host() {
+    full_cycle(Shape::Veth);
+}

@@ -1,0 +1,173 @@
+//! Network namespaces for the end-to-end tests, never touching the host's own network or
+//! files: each test host is a namespace created here and deleted on drop, and every command
+//! runs in a private mount namespace whose `/etc/hosts` is a bind mount of a temporary file
+//! (so `imds-tun up` edits that file, through a bind mount as in containers).
+//!
+//! Only link-local addresses (169.254.0.0/16) are used for the test hosts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Fails the test (never skips) when it cannot run as it must.
+pub fn require_root() {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    assert_eq!(
+        uid, 0,
+        "this test needs root (it creates network namespaces and a TUN device); run `sudo tests/run`"
+    );
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "/dev/net/tun is missing: `modprobe tun`"
+    );
+}
+
+/// How the test host is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Only `lo`: the host with no other interface.
+    LoopbackOnly,
+    /// A veth link to a peer namespace with link-local addresses and a default route, like
+    /// a normal host on a LAN.
+    Veth,
+}
+
+/// A test host: a network namespace (plus, for [`Shape::Veth`], its peer) and a private
+/// hosts file.
+pub struct TestHost {
+    pub name: String,
+    peer: Option<String>,
+    dir: PathBuf,
+    pub hosts_file: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Original content of the test host's hosts file.
+pub const HOSTS_CONTENT: &str =
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n# keep this comment\n127.0.1.1\ttesthost\n";
+
+impl TestHost {
+    pub fn new(shape: Shape) -> TestHost {
+        require_root();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("imdstun-e2e-{}-{n}", std::process::id());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let hosts_file = dir.join("hosts");
+        std::fs::write(&hosts_file, HOSTS_CONTENT).unwrap_or_else(|e| panic!("{e}"));
+        let mut host = TestHost {
+            name: name.clone(),
+            peer: None,
+            dir,
+            hosts_file,
+        };
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        if shape == Shape::Veth {
+            let peer = format!("{name}-p");
+            ip(&["netns", "add", &peer]);
+            host.peer = Some(peer.clone());
+            ip(&["-n", &peer, "link", "set", "lo", "up"]);
+            ip(&[
+                "-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+                "netns", &peer,
+            ]);
+            ip(&["-n", &name, "addr", "add", "169.254.77.2/24", "dev", "eth0"]);
+            ip(&["-n", &peer, "addr", "add", "169.254.77.1/24", "dev", "eth0"]);
+            ip(&["-n", &name, "link", "set", "eth0", "up"]);
+            ip(&["-n", &peer, "link", "set", "eth0", "up"]);
+            ip(&[
+                "-n",
+                &name,
+                "route",
+                "add",
+                "default",
+                "via",
+                "169.254.77.1",
+            ]);
+        }
+        host
+    }
+
+    /// A command that runs `program` inside this host: its network namespace and a private
+    /// mount namespace with the test hosts file bind-mounted on `/etc/hosts`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--"])
+            .arg("sh")
+            .arg("-c")
+            .arg(r#"mount --bind "$0" /etc/hosts && exec ip netns exec "$1" "$@""#)
+            .arg(&self.hosts_file)
+            .arg(&self.name)
+            .arg(program);
+        cmd
+    }
+
+    /// Runs a shell snippet inside the host and returns its standard output.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self
+            .command("sh")
+            .args(["-c", script])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "`{script}` failed in {}:\n{}\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The host's interfaces and addresses, for before/after comparisons.
+    pub fn addresses(&self) -> String {
+        output(Command::new("ip").args(["-n", &self.name, "-o", "addr", "show"]))
+    }
+
+    /// The host's routes (IPv4 and IPv6, all tables).
+    pub fn routes(&self) -> String {
+        let v4 =
+            output(Command::new("ip").args(["-n", &self.name, "route", "show", "table", "all"]));
+        let v6 = output(
+            Command::new("ip").args(["-n", &self.name, "-6", "route", "show", "table", "all"]),
+        );
+        format!("{v4}{v6}")
+    }
+
+    /// The scratch directory of this host (state and lock files can go here).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+        if let Some(peer) = &self.peer {
+            let _ = Command::new("ip").args(["netns", "delete", peer]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn output(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
