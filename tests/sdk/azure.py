@@ -37,7 +37,12 @@ SYSTEM = next(i for i in AZURE["identities"] if i["type"] == "systemAssigned")
 USER = next(i for i in AZURE["identities"] if i["type"] == "userAssigned")
 
 BASE = "http://" + os.environ["IMDS_TUN_ADDR"]
-if os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST", "").rstrip("/") != BASE:
+# Two ways to run: against `imds-tun serve` on a loopback port through the SDK's documented
+# override, or (IMDS_TUN_NO_OVERRIDES=1, under `imds-tun up`) with no override at all.
+if os.environ.get("IMDS_TUN_NO_OVERRIDES") == "1":
+    if "AZURE_POD_IDENTITY_AUTHORITY_HOST" in os.environ or BASE != "http://169.254.169.254:80":
+        raise AssertionError("no-override mode: no override may be set, and IMDS is 169.254.169.254:80")
+elif os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST", "").rstrip("/") != BASE:
     raise AssertionError("AZURE_POD_IDENTITY_AUTHORITY_HOST must point at IMDS_TUN_ADDR")
 ARM_SCOPE = "https://management.azure.com/.default"
 # No proxy may sit between a client and IMDS.
