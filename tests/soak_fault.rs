@@ -139,8 +139,8 @@ fn client(n: usize, until: Instant, expected: &[(Vec<u8>, Vec<u8>)], tally: &Tal
             // Keep-alive, pipelined: all requests written at once.
             _ => {
                 let mut batch = String::new();
-                for i in 0..REQUESTS.len() {
-                    batch.push_str(REQUESTS[i]);
+                for r in REQUESTS {
+                    batch.push_str(r);
                     batch.push_str("\r\n");
                 }
                 if s.write_all(batch.as_bytes()).is_err() {
