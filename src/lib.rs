@@ -11,6 +11,8 @@
 //! config/    JSON schema (serde), loading, validation with JSON-path errors, embedded default
 //! cloud/     azure, gce, aws: configuration -> pre-serialised routes and per-request rules
 //! http/      incremental, bounded request parsing; response framing; the exchange loop
+//! identity/  signing keys and their store, JWKS, CA and PKCS#7; minted and static token and
+//!            credential sources behind one trait, with caching and the audit log
 //! snapshot   the immutable, pre-serialised response store all front doors answer from
 //! wire/      IPv4/IPv6/TCP parse and emit, checksums (etherparse stays in here)
 //! tcp/       server-side TCP: connection table, state machine, timers (pure, no I/O)
@@ -31,6 +33,7 @@ pub mod config;
 pub mod device;
 pub mod engine;
 pub mod http;
+pub mod identity;
 pub mod listen;
 pub mod snapshot;
 pub mod tcp;

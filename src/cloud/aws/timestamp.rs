@@ -6,7 +6,9 @@
 //! - IMF-fixdate (`Thu, 01 Jan 2026 00:00:00 GMT`, RFC 9110 5.6.7): the `Last-Modified` header.
 //!
 //! Contract: [`parse_utc`] returns seconds since the Unix epoch for a valid calendar time in
-//! years 1970..=9999 and `None` for anything else; [`http_date`] is its inverse into IMF-fixdate.
+//! years 1970..=9999 and `None` for anything else; [`format_utc`] is its inverse and
+//! [`http_date`] formats the same instant as IMF-fixdate; [`utc_parts`] gives the calendar
+//! fields for other formats (Azure's attested-document time stamps).
 
 /// Parses `YYYY-MM-DDTHH:MM:SSZ` into seconds since the Unix epoch.
 pub fn parse_utc(text: &str) -> Option<i64> {
@@ -66,6 +68,19 @@ pub fn http_date(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Calendar parts of seconds since the epoch: `[year, month, day, hour, minute, second]`.
+pub fn utc_parts(secs: i64) -> [i64; 6] {
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    [y, m, d, rem / 3600, rem % 3600 / 60, rem % 60]
+}
+
+/// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`, the inverse of [`parse_utc`].
+pub fn format_utc(secs: i64) -> String {
+    let [y, m, d, hh, mm, ss] = utc_parts(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 fn is_leap(y: i64) -> bool {
@@ -134,6 +149,14 @@ mod tests {
         ] {
             assert_eq!(parse_utc(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn formats_botocore_format() {
+        for secs in [0, 1_767_225_600, 1_709_251_199] {
+            assert_eq!(parse_utc(&format_utc(secs)), Some(secs));
+        }
+        assert_eq!(format_utc(1_709_251_199), "2024-02-29T23:59:59Z");
     }
 
     #[test]
