@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use imds_tun::config::{self, Config};
 use imds_tun::device::Paths;
 use imds_tun::engine::up::{self, FaultSpec, UpOptions};
+use imds_tun::identity::{IdentityKeys, Leaf};
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
 
 #[derive(Parser)]
@@ -45,6 +46,8 @@ enum Command {
         /// Address to listen on; repeatable.
         #[arg(long, short, required = true)]
         listen: Vec<SocketAddr>,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     /// Validate a configuration file; exit 0 only when it is valid.
     ///
@@ -78,6 +81,8 @@ enum Command {
         fault: Option<FaultSpec>,
         #[command(flatten)]
         paths: PathArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     /// Undo what a crashed or killed `up` left behind (device, routes, hosts block, lock).
     ///
@@ -91,6 +96,58 @@ enum Command {
     },
     /// Print the embedded default configuration, a starting point for your own.
     DefaultConfig,
+    /// Print the JWKS document that verifies minted tokens (also served at /imds-tun/jwks).
+    ///
+    /// Example: imds-tun jwks > jwks.json
+    Jwks {
+        /// Configuration file (its `identity` section names the keys).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Print the CA certificate (PEM) that issued the signers of attested documents (also
+    /// served at /imds-tun/ca.pem), or with --leaf one of the signing certificates.
+    ///
+    /// Example: openssl cms -verify -inform DER -in doc.der -CAfile <(imds-tun ca)
+    Ca {
+        /// Configuration file (its `identity` section names the keys).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print this signing certificate instead of the CA.
+        #[arg(long, value_enum)]
+        leaf: Option<LeafArg>,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LeafArg {
+    /// The attested-document signer (SAN *.metadata.azure.com).
+    Azure,
+    /// The instance-identity document signer.
+    Aws,
+}
+
+/// Where the signing keys live.
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// Directory of the signing keys and CA (created 0700 on first use; default: the
+    /// configuration's identity.keyDir, else /var/lib/imds-tun).
+    #[arg(long)]
+    key_dir: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// Opens (creating on first use) the key store the configuration and this flag name.
+    fn open(&self, cfg: &Config) -> anyhow::Result<Arc<IdentityKeys>> {
+        let dir = cfg.identity.key_dir(self.key_dir.as_deref());
+        let keys = imds_tun::identity::store::open(&dir, cfg.identity.signing_key_file.as_deref())
+            .with_context(|| format!("cannot open the key store in {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), kid = keys.kid(), "signing keys ready");
+        Ok(Arc::new(keys))
+    }
 }
 
 /// Where `up` keeps its record and lock, and which hosts file it edits.
@@ -157,9 +214,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             pcap,
             fault,
             paths,
+            keys,
         } => {
             let (cfg, source) = load(config.as_ref())?;
-            let keys = Keys::generate()?;
+            let keys = Keys::new(keys.open(&cfg)?)?;
             let snapshot = Snapshot::build(cfg, &keys, &source)?;
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -180,10 +238,39 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("imds-tun: {report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            keys,
+        } => {
             let (cfg, source) = load(config.as_ref())?;
-            let snapshot = Snapshot::build(cfg, &Keys::generate()?, &source)?;
+            let keys = Keys::new(keys.open(&cfg)?)?;
+            let snapshot = Snapshot::build(cfg, &keys, &source)?;
             serve(snapshot, &listen)
+        }
+        Command::Jwks { config, keys } => {
+            let (cfg, _) = load(config.as_ref())?;
+            println!("{}", keys.open(&cfg)?.jwks());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca { config, leaf, keys } => {
+            let (cfg, _) = load(config.as_ref())?;
+            let identity = keys.open(&cfg)?;
+            let pem = match leaf {
+                None => identity.ca_pem().to_string(),
+                Some(which) => {
+                    let which = match which {
+                        LeafArg::Azure => Leaf::Azure,
+                        LeafArg::Aws => Leaf::Aws,
+                    };
+                    x509_cert::der::EncodePem::to_pem(
+                        identity.leaf(which),
+                        x509_cert::der::pem::LineEnding::LF,
+                    )?
+                }
+            };
+            print!("{pem}");
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

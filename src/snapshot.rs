@@ -5,6 +5,10 @@
 //! immutable: a reload builds a new one and swaps the `Arc`; connections holding the old one
 //! finish with it (design principle 3).
 //!
+//! `/imds-tun/jwks` and `/imds-tun/ca.pem` belong to no cloud: they publish the keys that
+//! verify minted tokens and signed documents ([`crate::identity`]), on every address and
+//! without any header, as public keys may be.
+//!
 //! `/` is claimed by both GCE and AWS. Google's clients detect GCE from `GET /`: Python sends
 //! `Metadata-Flavor: Google` and needs the same response header; Go sends no header and checks
 //! only for the response header. AWS clients never ask for `/`. So: with the flavor header (or
@@ -18,13 +22,17 @@ use crate::cloud::azure::Azure;
 use crate::cloud::gce::Gce;
 use crate::cloud::{owner, Owner, Reply, Request, RequestContext};
 use crate::config::{Config, ConfigErrors, Problems};
-use crate::http::{Prebuilt, Response};
+use crate::http::{Method, Prebuilt, Response};
+use crate::identity::{IdentityKeys, CA_PATH, JWKS_PATH};
 
-/// Secrets that outlive snapshots (a reload must not invalidate issued session tokens).
+/// Secrets that outlive snapshots (a reload must not invalidate issued session tokens, nor
+/// change the keys tokens and documents are signed with).
 #[derive(Clone)]
 pub struct Keys {
     /// Key for stateless session tokens (AWS IMDSv2) and other MACs.
     pub session: [u8; 32],
+    /// The signing key, CA and certificates ([`crate::identity`]).
+    pub identity: Arc<IdentityKeys>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -34,17 +42,19 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// Fresh random keys from the kernel.
-    pub fn generate() -> std::io::Result<Keys> {
+    /// A fresh random session key from the kernel, with the given identity keys.
+    pub fn new(identity: Arc<IdentityKeys>) -> std::io::Result<Keys> {
         let mut session = [0u8; 32];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut session)?;
-        Ok(Keys { session })
+        Ok(Keys { session, identity })
     }
 
-    /// Fixed keys, for tests and golden files.
+    /// Fixed keys, for tests and golden files: the session key is `seed` repeated, the
+    /// identity keys are [`IdentityKeys::fixed`].
     pub fn fixed(seed: u8) -> Keys {
         Keys {
             session: [seed; 32],
+            identity: IdentityKeys::fixed(),
         }
     }
 }
@@ -60,6 +70,10 @@ pub struct Snapshot {
     shared_root: Option<Prebuilt>,
     /// The answer when no cloud is enabled.
     nobody: Prebuilt,
+    /// `GET /imds-tun/jwks`: the key that verifies minted JWTs.
+    jwks: Prebuilt,
+    /// `GET /imds-tun/ca.pem`: the CA of the document signers.
+    ca: Prebuilt,
 }
 
 impl Snapshot {
@@ -98,6 +112,14 @@ impl Snapshot {
                 .header("Content-Type", "text/plain; charset=utf-8")
                 .body("no metadata service is enabled\n")
                 .prebuild(),
+            jwks: Response::new(200)
+                .header("Content-Type", "application/json")
+                .body(keys.identity.jwks())
+                .prebuild(),
+            ca: Response::new(200)
+                .header("Content-Type", "application/x-pem-file")
+                .body(keys.identity.ca_pem())
+                .prebuild(),
         })
     }
 
@@ -129,6 +151,11 @@ impl Snapshot {
                 },
                 (Some(gce), None) => gce.respond(req, ctx),
                 (None, None) => self.not_found(req),
+            },
+            Owner::ImdsTun => match (req.method, req.path) {
+                (Method::Get | Method::Head, JWKS_PATH) => Reply::Static(&self.jwks),
+                (Method::Get | Method::Head, CA_PATH) => Reply::Static(&self.ca),
+                _ => self.not_found(req),
             },
             Owner::Unknown => self.not_found(req),
         }

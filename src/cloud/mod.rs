@@ -36,6 +36,8 @@ pub enum Owner {
     Aws,
     /// `/` itself, claimed by both GCE and AWS.
     Root,
+    /// `/imds-tun/...`: imds-tun's own documents (the JWKS, the CA), a path no cloud owns.
+    ImdsTun,
     /// No cloud has this path.
     Unknown,
 }
@@ -49,6 +51,7 @@ pub fn owner(path: &str) -> Owner {
         None => Owner::Unknown,
         Some("") => Owner::Root,
         Some("metadata") => Owner::Azure,
+        Some("imds-tun") => Owner::ImdsTun,
         Some("computeMetadata") | Some("0.1") => Owner::Gce,
         Some(seg) if seg == "latest" || seg == "1.0" || is_aws_date(seg) => Owner::Aws,
         Some(_) => Owner::Unknown,
@@ -80,6 +83,7 @@ mod tests {
         assert_eq!(owner("/latest/meta-data/"), Owner::Aws);
         assert_eq!(owner("/2021-03-23/api/token"), Owner::Aws);
         assert_eq!(owner("/1.0/meta-data"), Owner::Aws);
+        assert_eq!(owner("/imds-tun/jwks"), Owner::ImdsTun);
         assert_eq!(owner("/favicon.ico"), Owner::Unknown);
         assert_eq!(owner("*"), Owner::Unknown);
     }

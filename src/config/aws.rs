@@ -32,9 +32,9 @@
 //! metadata at all, while `optional` lets them fall back to IMDSv1 as on EC2, and keeps older
 //! tools working. To reproduce an Amazon Linux 2023 instance set `"required"` and `2`.
 //!
-//! Credentials come from `iam.credentials`, an object with exactly one source key. Only
-//! `static` exists today; minted, upstream and command sources can be added as new keys
-//! without changing what an existing file means.
+//! Credentials come from `iam.credentials`, an object with exactly one source key: `minted`
+//! (rotating credentials derived from the key store, the default) or `static`; upstream and
+//! command sources can be added as new keys without changing what an existing file means.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -123,8 +123,8 @@ pub struct DynamicConfig {
 }
 
 /// The fields of `dynamic/instance-identity/document` that are not in `meta-data/`, and the
-/// signatures. Until signing arrives (identity work), the signatures are served verbatim from
-/// here, or 404 when absent.
+/// signatures. A signature given here is served verbatim; an absent one is computed with the
+/// key store's signing key at load time ([`crate::cloud::aws`]).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InstanceIdentityConfig {
@@ -149,7 +149,8 @@ pub struct InstanceIdentityConfig {
     /// `signature`: base64 RSA-SHA256 of the document.
     #[serde(default)]
     pub signature: Option<String>,
-    /// `pkcs7`: DSA-SHA1 PKCS#7, base64 without PEM armour.
+    /// `pkcs7`: PKCS#7, base64 without PEM armour (EC2 signs it with DSA-SHA1; the computed
+    /// one is RSA-SHA256, see [`crate::cloud::aws`]).
     #[serde(default)]
     pub pkcs7: Option<String>,
     /// `rsa2048`: RSA-2048 SHA-256 PKCS#7, base64 without PEM armour.
@@ -173,6 +174,30 @@ pub struct IamConfig {
 pub enum CredentialSource {
     /// Fixed values, served as they are.
     Static(StaticCredentials),
+    /// Rotating credentials derived from the key store ([`crate::identity::aws`]).
+    Minted(MintedCredentials),
+}
+
+/// `credentials.minted`: `{}` for the defaults (new credentials hourly, each valid 6 h).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MintedCredentials {
+    #[serde(default)]
+    pub rotate_every_secs: Option<u64>,
+    #[serde(default)]
+    pub lifetime_secs: Option<u64>,
+}
+
+impl MintedCredentials {
+    pub fn rotate_every(&self) -> u64 {
+        self.rotate_every_secs
+            .unwrap_or(crate::identity::aws::DEFAULT_ROTATE_EVERY)
+    }
+
+    pub fn lifetime(&self) -> u64 {
+        self.lifetime_secs
+            .unwrap_or(crate::identity::aws::DEFAULT_LIFETIME)
+    }
 }
 
 /// Credentials given in the configuration.
@@ -501,7 +526,30 @@ impl IamConfig {
                 "an IAM role name: 1 to 64 of letters, digits and +=,.@_-",
             );
         }
-        let CredentialSource::Static(c) = &self.credentials;
+        let c = match &self.credentials {
+            CredentialSource::Static(c) => c,
+            CredentialSource::Minted(m) => {
+                let at = join(&join(at, "credentials"), "minted");
+                let (rotate, lifetime) = (m.rotate_every(), m.lifetime());
+                if !(60..=43_200).contains(&rotate) {
+                    problems.push(
+                        join(&at, "rotateEverySecs"),
+                        "a number of seconds from 60 to 43200",
+                    );
+                }
+                // spec/aws.md: new credentials appear at least 5 minutes before the old
+                // expire; EC2 role credentials last at most 12 hours.
+                if lifetime < rotate.saturating_add(crate::identity::aws::MIN_OVERLAP)
+                    || lifetime > 43_200
+                {
+                    problems.push(
+                        join(&at, "lifetimeSecs"),
+                        "a number of seconds of at least rotateEverySecs + 300 and at most 43200",
+                    );
+                }
+                return;
+            }
+        };
         let at = join(&join(at, "credentials"), "static");
         let key = &c.access_key_id;
         if !((key.starts_with("ASIA") || key.starts_with("AKIA"))
@@ -615,6 +663,27 @@ mod tests {
     }
 
     #[test]
+    fn minted_credentials_overlap_by_five_minutes() {
+        let iam = |minted: &str| {
+            format!(
+                r#"{{"iam": {{"instanceProfileArn": "arn:aws:iam::123456789012:instance-profile/p",
+                "instanceProfileId": "AIPAQ3IMDSTUNEXAMPLE7", "roleName": "r",
+                "credentials": {{"minted": {minted}}}}}}}"#
+            )
+        };
+        assert!(paths(&iam("{}")).is_empty());
+        assert!(paths(&iam(r#"{"rotateEverySecs": 600, "lifetimeSecs": 900}"#)).is_empty());
+        assert_eq!(
+            paths(&iam(r#"{"rotateEverySecs": 600, "lifetimeSecs": 899}"#)),
+            ["$.aws.iam.credentials.minted.lifetimeSecs"]
+        );
+        assert_eq!(
+            paths(&iam(r#"{"rotateEverySecs": 0}"#)),
+            ["$.aws.iam.credentials.minted.rotateEverySecs"]
+        );
+    }
+
+    #[test]
     fn hop_limit_range() {
         assert_eq!(paths(r#"{"hopLimit": 0}"#), ["$.aws.hopLimit"]);
         assert_eq!(paths(r#"{"hopLimit": 65}"#), ["$.aws.hopLimit"]);
@@ -625,7 +694,7 @@ mod tests {
     fn schema_errors_name_the_path() {
         let e = errors(r#"{"imdsv2": "sometimes"}"#);
         assert_eq!(e[0].0, "$.aws.imdsv2");
-        let e = errors(r#"{"iam": {"credentials": {"minted": {}}}}"#);
+        let e = errors(r#"{"iam": {"credentials": {"upstream": {}}}}"#);
         assert_eq!(e.len(), 1);
         assert!(e[0].0.starts_with("$.aws.iam"), "{e:?}");
         let e = errors(r#"{"metaDta": {}}"#);

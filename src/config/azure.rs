@@ -8,9 +8,9 @@
 //! [`AzureConfig::validate`] adds the semantic checks, each problem named by its JSON path.
 //!
 //! Forward compatibility: an identity's `token` is a [`TokenSource`] with one optional field per
-//! kind of source; exactly one must be set. Only `accessToken` (a token taken from the
-//! configuration) exists today; later sources (`minted`, `upstream`, `command`) are added as new
-//! optional fields, so files written now keep loading.
+//! kind of source; exactly one must be set: `minted` (signed locally, the default) or
+//! `accessToken` (a token taken from the configuration). Later sources (`upstream`, `command`)
+//! are added as new optional fields, so files written now keep loading.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -193,7 +193,30 @@ pub struct TokenSource {
     /// `exp`/`iat`/`nbf` claims, when readable, drive `expires_on`/`not_before`.
     #[serde(default)]
     pub access_token: Option<Secret>,
+    /// Tokens minted and signed locally per resource ([`crate::identity::azure`]), verifiable
+    /// against the JWKS at `/imds-tun/jwks`.
+    #[serde(default)]
+    pub minted: Option<MintedToken>,
 }
+
+/// `token.minted`: `{}` for the defaults.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MintedToken {
+    /// Token lifetime in seconds; 86400 (24 h, as managed identity tokens) when absent.
+    #[serde(default)]
+    pub lifetime_secs: Option<u64>,
+}
+
+impl MintedToken {
+    pub fn lifetime(&self) -> u64 {
+        self.lifetime_secs
+            .unwrap_or(crate::identity::azure::DEFAULT_LIFETIME)
+    }
+}
+
+/// Lifetimes a minted token may have: longer than two reissue windows, at most a week.
+pub const MINTED_LIFETIME_RANGE: std::ops::RangeInclusive<u64> = 600..=604_800;
 
 /// A secret string: never shown by `Debug`, so configurations can be logged.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -336,15 +359,19 @@ impl AzureConfig {
                 _ => {}
             }
             let token_at = join(&id_at, "token");
-            match &id.token.access_token {
-                None => problems.push(
+            match (&id.token.access_token, &id.token.minted) {
+                (None, None) | (Some(_), Some(_)) => problems.push(
                     token_at,
-                    "exactly one token source, e.g. {\"accessToken\": \"<jwt>\"}",
+                    "exactly one token source: {\"minted\": {}} or {\"accessToken\": \"<jwt>\"}",
                 ),
-                Some(t) if t.expose().is_empty() => {
+                (Some(t), None) if t.expose().is_empty() => {
                     problems.push(join(&token_at, "accessToken"), "a non-empty token")
                 }
-                Some(_) => {}
+                (None, Some(m)) if !MINTED_LIFETIME_RANGE.contains(&m.lifetime()) => problems.push(
+                    join(&join(&token_at, "minted"), "lifetimeSecs"),
+                    "a number of seconds from 600 to 604800",
+                ),
+                _ => {}
             }
         }
     }

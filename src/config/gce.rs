@@ -10,8 +10,8 @@
 //!   "serviceAccounts": {
 //!     "123-compute@developer.gserviceaccount.com": {
 //!       "aliases": ["default"], "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
-//!       "token": { "accessToken": "ya29....", "expiresIn": 3599 },
-//!       "identity": { "idToken": "eyJ..." }
+//!       "token": { "minted": {} },              // or { "accessToken": "ya29....", "expiresIn": 3599 }
+//!       "identity": { "minted": {"uniqueId": "104843911283419437112"} }  // or { "idToken": "eyJ..." }
 //!     }
 //!   },
 //!   "universeDomain": "googleapis.com"
@@ -25,8 +25,8 @@
 //! of scalars are list values (`tags`), and strings, numbers and booleans are leaves. The
 //! service accounts are typed instead, because their token and identity are configuration
 //! (sources of credentials), not metadata: `token` and `identity` are objects naming one
-//! source each, so minted or upstream sources can be added later as new keys without
-//! breaking files.
+//! source each (`minted` or static today), so upstream or command sources can be added later as
+//! new keys without breaking files.
 //!
 //! Legacy endpoints (`/0.1/meta-data/`, `/computeMetadata/v1beta1/`) follow the instance
 //! attribute `disable-legacy-endpoints`, as on a real VM: there is no separate switch, so the
@@ -86,8 +86,8 @@ pub struct ServiceAccount {
     pub identity: Option<IdentitySource>,
 }
 
-/// The source of an access token. Exactly one source key is set; today the only one is a
-/// static `accessToken`.
+/// The source of an access token. Exactly one source key is set: `minted` or a static
+/// `accessToken`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TokenSource {
@@ -98,6 +98,25 @@ pub struct TokenSource {
     /// tokens fresh, so each answer reports the full lifetime.
     #[serde(default)]
     pub expires_in: Option<u32>,
+    /// Opaque `ya29.` tokens minted per scope set ([`crate::identity::gce`]).
+    #[serde(default)]
+    pub minted: Option<MintedAccessToken>,
+}
+
+/// `token.minted`: `{}` for the defaults.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MintedAccessToken {
+    /// Seconds a fresh token lasts (`expires_in` when issued); 3599 when absent.
+    #[serde(default)]
+    pub lifetime_secs: Option<u64>,
+}
+
+impl MintedAccessToken {
+    pub fn lifetime(&self) -> u64 {
+        self.lifetime_secs
+            .unwrap_or(crate::identity::gce::DEFAULT_ACCESS_LIFETIME)
+    }
 }
 
 impl TokenSource {
@@ -106,13 +125,31 @@ impl TokenSource {
     }
 }
 
-/// The source of identity tokens. Exactly one source key is set; today the only one is a
-/// static `idToken`, served whatever the audience.
+/// The source of identity tokens. Exactly one source key is set: `minted`, or a static
+/// `idToken` served whatever the audience.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdentitySource {
     #[serde(default)]
     pub id_token: Option<String>,
+    /// RS256 ID tokens minted per audience ([`crate::identity::gce`]), verifiable against the
+    /// JWKS at `/imds-tun/jwks`.
+    #[serde(default)]
+    pub minted: Option<MintedIdToken>,
+}
+
+/// `identity.minted`: `{}` for the defaults.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MintedIdToken {
+    /// The account's unique id (21 digits; `sub` and `azp`); derived from the e-mail when
+    /// absent.
+    #[serde(default)]
+    pub unique_id: Option<String>,
+    /// `google.compute_engine.instance_creation_timestamp` of `format=full` tokens (Unix
+    /// seconds; the metadata tree has no such key); 0 when absent.
+    #[serde(default)]
+    pub instance_creation_timestamp: Option<u64>,
 }
 
 /// Keys of `instance` whose arrays the server serves as indexed directories (`0/`, `1/`)
@@ -276,16 +313,20 @@ impl GceConfig {
             }
             if let Some(token) = &sa.token {
                 let token_at = join(&sa_at, "token");
-                match &token.access_token {
-                    None => problems.push(
+                match (&token.access_token, &token.minted) {
+                    (None, None) | (Some(_), Some(_)) => problems.push(
                         token_at.clone(),
-                        "a token source: {\"accessToken\": \"...\"}",
+                        "one token source: {\"minted\": {}} or {\"accessToken\": \"...\"}",
                     ),
-                    Some(t) if !is_token_text(t) => problems.push(
+                    (Some(t), None) if !is_token_text(t) => problems.push(
                         join(&token_at, "accessToken"),
                         "a non-empty token of visible ASCII characters",
                     ),
-                    Some(_) => {}
+                    (None, Some(m)) if !(600..=43_200).contains(&m.lifetime()) => problems.push(
+                        join(&join(&token_at, "minted"), "lifetimeSecs"),
+                        "a number of seconds from 600 to 43200",
+                    ),
+                    _ => {}
                 }
                 if token.expires_in == Some(0) {
                     problems.push(join(&token_at, "expiresIn"), "a number of seconds above 0");
@@ -293,13 +334,28 @@ impl GceConfig {
             }
             if let Some(identity) = &sa.identity {
                 let id_at = join(&sa_at, "identity");
-                match &identity.id_token {
-                    None => problems.push(id_at, "an identity source: {\"idToken\": \"eyJ...\"}"),
-                    Some(t) if !is_jwt(t) => problems.push(
+                match (&identity.id_token, &identity.minted) {
+                    (None, None) | (Some(_), Some(_)) => problems.push(
+                        id_at,
+                        "one identity source: {\"minted\": {}} or {\"idToken\": \"eyJ...\"}",
+                    ),
+                    (Some(t), None) if !is_jwt(t) => problems.push(
                         join(&id_at, "idToken"),
                         "a JWT (three base64url parts separated by '.')",
                     ),
-                    Some(_) => {}
+                    (None, Some(m)) => {
+                        let ok = m
+                            .unique_id
+                            .as_deref()
+                            .is_none_or(|u| (1..=32).contains(&u.len()) && is_digits(u));
+                        if !ok {
+                            problems.push(
+                                join(&join(&id_at, "minted"), "uniqueId"),
+                                "the account's unique id: digits, e.g. \"104843911283419437112\"",
+                            );
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -360,6 +416,7 @@ impl GceConfig {
                 sa.token = Some(TokenSource {
                     access_token: Some(token),
                     expires_in,
+                    minted: None,
                 });
             } else {
                 problems.push(
@@ -372,6 +429,7 @@ impl GceConfig {
             if is_jwt(&token) {
                 self.default_account_mut().identity = Some(IdentitySource {
                     id_token: Some(token),
+                    minted: None,
                 });
             } else {
                 problems.push(
@@ -706,9 +764,11 @@ mod tests {
             token: Some(TokenSource {
                 access_token: Some("has space".into()),
                 expires_in: Some(0),
+                minted: None,
             }),
             identity: Some(IdentitySource {
                 id_token: Some("not-a-jwt".into()),
+                minted: None,
             }),
         };
         c.service_accounts
@@ -727,6 +787,35 @@ mod tests {
                 "$.gce.serviceAccounts[\"x@y.iam.gserviceaccount.com\"].token.accessToken",
                 "$.gce.serviceAccounts[\"x@y.iam.gserviceaccount.com\"].token.expiresIn",
                 "$.gce.serviceAccounts[\"x@y.iam.gserviceaccount.com\"].identity.idToken",
+            ]
+        );
+    }
+
+    #[test]
+    fn minted_sources_are_checked() {
+        let mut c = valid();
+        let sa = ServiceAccount {
+            aliases: vec!["default".into()],
+            token: Some(TokenSource {
+                access_token: Some("ya29.x".into()),
+                minted: Some(MintedAccessToken::default()),
+                ..TokenSource::default()
+            }),
+            identity: Some(IdentitySource {
+                id_token: None,
+                minted: Some(MintedIdToken {
+                    unique_id: Some("12x".into()),
+                    instance_creation_timestamp: None,
+                }),
+            }),
+            ..ServiceAccount::default()
+        };
+        c.service_accounts = [("x@y.iam.gserviceaccount.com".to_string(), sa)].into();
+        assert_eq!(
+            problems_of(&c),
+            [
+                "$.gce.serviceAccounts[\"x@y.iam.gserviceaccount.com\"].token",
+                "$.gce.serviceAccounts[\"x@y.iam.gserviceaccount.com\"].identity.minted.uniqueId",
             ]
         );
     }

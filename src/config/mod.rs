@@ -3,7 +3,8 @@
 //! Contract: [`load_file`] and [`load_str`] either return a `Config` that every cloud can
 //! render, or every problem found, each naming the file, the JSON path and what was expected
 //! ([`ConfigErrors`]). Nothing downstream re-validates. Three shapes are accepted:
-//! - the native shape `{server, azure, gce, aws}` (a missing cloud section is a disabled cloud);
+//! - the native shape `{server, azure, gce, aws, identity}` (a missing cloud section is a
+//!   disabled cloud);
 //! - the Go IMDS simulator's file `{tenantID, servicePrincipals, metadata:{compute,network}}`,
 //!   as-is, converted to an Azure-only configuration ([`gosim`]);
 //! - either, with the GCE emulator's environment variables (`GOOGLE_PROJECT_ID`, ...) applied
@@ -17,6 +18,7 @@ pub mod azure;
 pub mod error;
 pub mod gce;
 pub mod gosim;
+pub mod identity;
 pub mod server;
 
 use serde::Deserialize;
@@ -26,6 +28,7 @@ pub use aws::AwsConfig;
 pub use azure::AzureConfig;
 pub use error::{ConfigError, ConfigErrors, Problems};
 pub use gce::GceConfig;
+pub use identity::IdentityConfig;
 pub use server::ServerConfig;
 
 /// The name errors carry for the embedded default.
@@ -46,6 +49,8 @@ pub struct Config {
     pub gce: GceConfig,
     #[serde(default)]
     pub aws: AwsConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
 }
 
 /// A lookup of environment variables; `std::env::var` in production, a map in tests.
@@ -123,6 +128,7 @@ impl Config {
         self.azure.validate("$.azure", problems);
         self.gce.validate("$.gce", problems);
         self.aws.validate("$.aws", problems);
+        self.identity.validate("$.identity", problems);
     }
 }
 

@@ -18,6 +18,10 @@
 //! 5. The path: `/` lists the versions; `/<version>` and `/<version>/` list the version's
 //!    entries; below that one trailing slash is ignored; unknown → 404 (the XHTML page).
 //!
+//! Role credentials from a `minted` source ([`credentials::MintedIam`]) are the only answers
+//! below a version computed per request (`iam/info` and `iam/security-credentials/<role>`);
+//! the identity document's signatures are computed once per snapshot ([`signatures`]).
+//!
 //! Every known API version (`1.0` ... `2021-03-23`, `latest`) serves the same tree; EC2
 //! hides categories newer than a dated version, which this emulator does not model.
 //! Not modelled yet: spot interruptions and scheduled events change over time (an event
@@ -25,7 +29,9 @@
 //! `events/maintenance/scheduled` is whatever `metaData` says (`[]` in the default).
 
 pub mod answers;
+pub mod credentials;
 pub mod jackson;
+pub mod signatures;
 pub mod timestamp;
 pub mod token;
 pub mod tree;
@@ -34,15 +40,17 @@ pub mod tree;
 mod tests;
 
 use std::collections::HashMap;
-use std::time::UNIX_EPOCH;
+use std::sync::Arc;
 
 use crate::cloud::{Reply, Request, RequestContext};
-use crate::config::aws::{HttpEndpoint, Imdsv2};
+use crate::config::aws::{CredentialSource, HttpEndpoint, Imdsv2};
 use crate::config::{AwsConfig, Problems};
 use crate::http::{Method, Prebuilt, Response};
+use crate::identity::aws::{CredentialIssuer, MintedCredentials};
 use crate::snapshot::Keys;
 
 use answers::{Errors, SERVER, TEXT};
+use credentials::MintedIam;
 
 /// API versions `GET /` lists, oldest first, as EC2 lists them.
 pub const VERSIONS: [&str; 26] = [
@@ -85,6 +93,8 @@ pub struct Aws {
     root: Prebuilt,
     errors: Errors,
     session_key: [u8; 32],
+    /// The IAM paths of minted credentials, answered per request.
+    minted_iam: Option<MintedIam>,
     disabled: bool,
     required: bool,
     hop_limit: u8,
@@ -104,11 +114,27 @@ impl Aws {
     /// Renders every static answer of `config` (already validated).
     pub fn build(config: &AwsConfig, keys: &Keys, _problems: &mut Problems) -> Aws {
         let root = root_listing().prebuild();
+        let minted_iam = config.iam.as_ref().and_then(|iam| match &iam.credentials {
+            CredentialSource::Minted(m) => {
+                let source = MintedCredentials::new(
+                    Arc::clone(&keys.identity),
+                    &iam.role_name,
+                    m.rotate_every(),
+                    m.lifetime(),
+                );
+                Some(MintedIam::new(
+                    iam,
+                    CredentialIssuer::new(&iam.role_name, Box::new(source)),
+                ))
+            }
+            CredentialSource::Static(_) => None,
+        });
         Aws {
-            routes: tree::render(config),
+            routes: tree::render(config, &keys.identity),
             root,
             errors: Errors::render(),
             session_key: keys.session,
+            minted_iam,
             disabled: config.http_endpoint == HttpEndpoint::Disabled,
             required: config.imdsv2 == Imdsv2::Required,
             // Validation keeps it in 1..=64.
@@ -133,6 +159,12 @@ impl Aws {
             Verdict::Route => {
                 let known = version.is_some_and(|v| VERSIONS.contains(&v));
                 let key = below.strip_suffix('/').unwrap_or(below);
+                let minted = self.minted_iam.as_ref().filter(|_| known);
+                match minted.and_then(|m| m.respond(key, ctx)) {
+                    Some(Ok(answer)) => return Reply::Dynamic(answer),
+                    Some(Err(())) => return Reply::Static(&self.errors.not_found_pre),
+                    None => {}
+                }
                 match self.routes.get(key).filter(|_| known) {
                     Some(pre) => Reply::Static(pre),
                     None => Reply::Static(&self.errors.not_found_pre),
@@ -223,8 +255,5 @@ fn split_version(path: &str) -> (Option<&str>, &str) {
 }
 
 fn unix_secs(ctx: &RequestContext) -> u64 {
-    ctx.now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::identity::unix_secs(ctx.now)
 }

@@ -258,26 +258,58 @@ fn iam_documents() {
         get(&s, "/latest/meta-data/iam/security-credentials/", "").body,
         "imds-tun-demo-role"
     );
-    let creds = get(
-        &s,
-        "/latest/meta-data/iam/security-credentials/imds-tun-demo-role",
-        "",
+    assert_eq!(
+        get(&s, "/latest/meta-data/iam/", "").body,
+        "info\nsecurity-credentials/"
     );
+    let path = "/latest/meta-data/iam/security-credentials/imds-tun-demo-role";
+    // Minted: LastUpdated is the start of the hour, Expiration six hours later.
+    let creds = ask_at(&s, NOW + 1800, &format!("GET {path} HTTP/1.1\n\n"));
     assert!(creds.head.contains("\r\nContent-Type: text/plain\r\n"));
     assert!(creds
         .head
-        .contains("\r\nLast-Modified: Wed, 31 Dec 2025 23:00:00 GMT\r\n"));
+        .contains("\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\n"));
     let v: serde_json::Value =
         serde_json::from_str(&creds.body).unwrap_or_else(|e| panic!("{e}: {}", creds.body));
     assert_eq!(v["Code"], "Success");
     assert_eq!(v["Type"], "AWS-HMAC");
-    assert_eq!(v["AccessKeyId"], "ASIAQ3IMDSTUNEXAMPLE");
-    assert_eq!(v["Expiration"], "2035-12-31T23:00:00Z");
+    assert_eq!(v["LastUpdated"], "2026-01-01T00:00:00Z");
+    assert_eq!(v["Expiration"], "2026-01-01T06:00:00Z");
+    assert!(v["AccessKeyId"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("ASIA") && k.len() == 20));
     assert!(creds.body.starts_with("{\n  \"Code\" : \"Success\",\n"));
-    let info = get(&s, "/latest/meta-data/iam/info", "");
+    let info = ask_at(
+        &s,
+        NOW + 1800,
+        "GET /latest/meta-data/iam/info HTTP/1.1\n\n",
+    );
     assert!(info
         .body
         .contains("\"InstanceProfileId\" : \"AIPAQ3IMDSTUNEXAMPLE7\""));
+    assert!(info
+        .body
+        .contains("\"LastUpdated\" : \"2026-01-01T00:00:00Z\""));
+    let later = ask_at(&s, NOW + 3600, &format!("GET {path}/ HTTP/1.1\n\n"));
+    assert_ne!(later.body, creds.body, "rotated at the hour");
+    assert_eq!(get(&s, "/2009-04-04/meta-data/iam/info", "").status, 200);
+    assert_eq!(get(&s, "/2000-01-01/meta-data/iam/info", "").status, 404);
+
+    // Static credentials are served as configured.
+    let fixed = snapshot_with(|c| {
+        let iam = c.aws.iam.as_mut().unwrap_or_else(|| panic!("iam"));
+        iam.credentials = serde_json::from_value(serde_json::json!({"static": {
+            "accessKeyId": "ASIAQ3IMDSTUNEXAMPLE", "secretAccessKey": "s", "token": "t",
+            "expiration": "2035-12-31T23:00:00Z", "lastUpdated": "2025-12-31T23:00:00Z"}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+    });
+    let creds = get(&fixed, path, "");
+    assert!(creds
+        .head
+        .contains("\r\nLast-Modified: Wed, 31 Dec 2025 23:00:00 GMT\r\n"));
+    let v: serde_json::Value = serde_json::from_str(&creds.body).unwrap_or_default();
+    assert_eq!(v["AccessKeyId"], "ASIAQ3IMDSTUNEXAMPLE");
+    assert_eq!(v["Expiration"], "2035-12-31T23:00:00Z");
     let none = snapshot_with(|c| c.aws.iam = None);
     assert_eq!(get(&none, "/latest/meta-data/iam/info", "").status, 404);
 }
@@ -300,11 +332,34 @@ fn identity_document_agrees_with_meta_data() {
     assert_eq!(keys.last().map(|k| k.as_str()), Some("version"));
     assert_eq!(
         get(&s, "/latest/dynamic/instance-identity/", "").body,
-        "document"
+        "document\nrsa2048\npkcs7\nsignature"
     );
+    // The signature is RSA-SHA256 over the document's bytes, by the AWS leaf's key.
+    use base64::Engine as _;
+    use rsa::signature::Verifier;
+    let sig = get(&s, "/latest/dynamic/instance-identity/signature", "").body;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(sig)
+        .unwrap_or_default();
+    let keys = crate::identity::IdentityKeys::fixed();
+    let spki = keys
+        .leaf(crate::identity::Leaf::Aws)
+        .tbs_certificate
+        .subject_public_key_info
+        .clone();
+    let der = x509_cert::der::Encode::to_der(&spki).unwrap_or_default();
+    let public = <rsa::RsaPublicKey as x509_cert::spki::DecodePublicKey>::from_public_key_der(&der)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let signature =
+        rsa::pkcs1v15::Signature::try_from(sig.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+    rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(public)
+        .verify(a.body.as_bytes(), &signature)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pkcs7 = get(&s, "/latest/dynamic/instance-identity/pkcs7", "").body;
+    assert!(pkcs7.lines().all(|l| l.len() <= 64) && pkcs7.lines().count() > 10);
     assert_eq!(
-        get(&s, "/latest/dynamic/instance-identity/signature", "").status,
-        404
+        get(&s, "/latest/dynamic/instance-identity/rsa2048", "").body,
+        pkcs7
     );
 }
 

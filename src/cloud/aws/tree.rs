@@ -18,10 +18,13 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::answers::{ok, OCTETS, TEXT};
+use super::credentials;
 use super::jackson::pretty;
+use super::signatures;
 use super::timestamp::{http_date, parse_utc};
 use crate::config::aws::{AwsConfig, CredentialSource, IamConfig, InstanceIdentityConfig};
 use crate::http::Prebuilt;
+use crate::identity::IdentityKeys;
 
 /// One node of the tree.
 enum Node {
@@ -36,6 +39,8 @@ enum Node {
         /// The listing text when it is not the plain list of children (`public-keys/`).
         listing: Option<String>,
     },
+    /// A leaf answered per request (minted credentials): listed, but not rendered here.
+    Dynamic,
 }
 
 impl Node {
@@ -60,8 +65,8 @@ impl Node {
     }
 }
 
-/// Renders every path of `config` below a version.
-pub fn render(config: &AwsConfig) -> HashMap<Box<str>, Prebuilt> {
+/// Renders every path of `config` below a version; `keys` sign the identity document.
+pub fn render(config: &AwsConfig, keys: &IdentityKeys) -> HashMap<Box<str>, Prebuilt> {
     let booted = config
         .dynamic
         .as_ref()
@@ -70,7 +75,7 @@ pub fn render(config: &AwsConfig) -> HashMap<Box<str>, Prebuilt> {
         .and_then(parse_utc)
         .map(http_date);
     let mut version = Vec::new();
-    if let Some(dynamic) = dynamic_tree(config, &booted) {
+    if let Some(dynamic) = dynamic_tree(config, keys, &booted) {
         version.push(("dynamic".to_string(), dynamic));
     }
     version.push(("meta-data".to_string(), meta_data(config, &booted)));
@@ -107,6 +112,7 @@ fn emit(
     booted: &Option<String>,
 ) {
     let answer = match node {
+        Node::Dynamic => return,
         Node::Leaf {
             body,
             content_type,
@@ -119,7 +125,7 @@ fn emit(
                     .iter()
                     .map(|(name, child)| match child {
                         Node::Dir { .. } => format!("{name}/"),
-                        Node::Leaf { .. } => name.clone(),
+                        Node::Leaf { .. } | Node::Dynamic => name.clone(),
                     })
                     .collect::<Vec<_>>()
                     .join("\n"),
@@ -218,49 +224,36 @@ fn public_keys(value: &Value, booted: &Option<String>) -> Node {
     }
 }
 
-/// `iam/info` and `iam/security-credentials/<role>`, last modified when the credentials were.
+/// `iam/info` and `iam/security-credentials/<role>`: rendered here, last modified when the
+/// credentials were, for static credentials; listed only, for minted ones
+/// ([`super::credentials::MintedIam`] answers them).
 fn iam_tree(iam: &IamConfig) -> Node {
-    let CredentialSource::Static(c) = &iam.credentials;
-    let modified = parse_utc(&c.last_updated).map(http_date);
-    let mut info = Map::new();
-    info.insert("Code".into(), "Success".into());
-    info.insert("LastUpdated".into(), c.last_updated.as_str().into());
-    info.insert(
-        "InstanceProfileArn".into(),
-        iam.instance_profile_arn.as_str().into(),
-    );
-    info.insert(
-        "InstanceProfileId".into(),
-        iam.instance_profile_id.as_str().into(),
-    );
-    let mut creds = Map::new();
-    creds.insert("Code".into(), "Success".into());
-    creds.insert("LastUpdated".into(), c.last_updated.as_str().into());
-    creds.insert("Type".into(), "AWS-HMAC".into());
-    creds.insert("AccessKeyId".into(), c.access_key_id.as_str().into());
-    creds.insert(
-        "SecretAccessKey".into(),
-        c.secret_access_key.as_str().into(),
-    );
-    creds.insert("Token".into(), c.token.as_str().into());
-    creds.insert("Expiration".into(), c.expiration.as_str().into());
+    let (info, role) = match &iam.credentials {
+        CredentialSource::Static(c) => {
+            let modified = parse_utc(&c.last_updated).map(http_date);
+            let info = credentials::info(iam, &c.last_updated);
+            let creds = credentials::credentials(
+                &c.last_updated,
+                &c.access_key_id,
+                &c.secret_access_key,
+                &c.token,
+                &c.expiration,
+            );
+            (Node::text(info, &modified), Node::text(creds, &modified))
+        }
+        CredentialSource::Minted(_) => (Node::Dynamic, Node::Dynamic),
+    };
     Node::dir(vec![
-        (
-            "info".to_string(),
-            Node::text(pretty(&Value::Object(info)), &modified),
-        ),
+        ("info".to_string(), info),
         (
             "security-credentials".to_string(),
-            Node::dir(vec![(
-                iam.role_name.clone(),
-                Node::text(pretty(&Value::Object(creds)), &modified),
-            )]),
+            Node::dir(vec![(iam.role_name.clone(), role)]),
         ),
     ])
 }
 
 /// `dynamic/`: the identity document and its signatures, and `fws/` when configured.
-fn dynamic_tree(config: &AwsConfig, booted: &Option<String>) -> Option<Node> {
+fn dynamic_tree(config: &AwsConfig, keys: &IdentityKeys, booted: &Option<String>) -> Option<Node> {
     let dynamic = config.dynamic.as_ref()?;
     let mut children = Vec::new();
     if let Some(m) = &dynamic.fws_instance_monitoring {
@@ -273,16 +266,19 @@ fn dynamic_tree(config: &AwsConfig, booted: &Option<String>) -> Option<Node> {
         ));
     }
     if let Some(ii) = &dynamic.instance_identity {
-        let mut docs = vec![(
-            "document".to_string(),
-            Node::text(pretty(&identity_document(config, ii)), booted),
-        )];
-        for (name, sig) in [
-            ("rsa2048", &ii.rsa2048),
-            ("pkcs7", &ii.pkcs7),
-            ("signature", &ii.signature),
+        let document = pretty(&identity_document(config, ii));
+        let signed = signatures::sign(keys, document.as_bytes());
+        let mut docs = vec![("document".to_string(), Node::text(document, booted))];
+        for (name, configured, computed) in [
+            ("rsa2048", &ii.rsa2048, signed.as_ref().map(|s| &s.rsa2048)),
+            ("pkcs7", &ii.pkcs7, signed.as_ref().map(|s| &s.pkcs7)),
+            (
+                "signature",
+                &ii.signature,
+                signed.as_ref().map(|s| &s.signature),
+            ),
         ] {
-            if let Some(sig) = sig {
+            if let Some(sig) = configured.as_ref().or(computed) {
                 docs.push((name.to_string(), Node::text(sig.as_str(), booted)));
             }
         }

@@ -19,8 +19,10 @@
 //! Unconfirmed, chosen here in the same `"Bad request. ..."` style real bodies use: the
 //! `X-Forwarded-For` rejection (400, like any request IMDS refuses to serve), a leaf asked for
 //! without `format=text`, an unknown `format`, a duplicate or malformed query, an invalid
-//! scheduled-events payload, and the token endpoint's api-version, resource, selector and
-//! `bypass_cache` errors (`invalid_request`, the code IMDS uses for request errors).
+//! scheduled-events payload, an invalid attested-document `nonce`, and the token endpoint's
+//! api-version, resource, selector and `bypass_cache` errors (`invalid_request`, the code IMDS
+//! uses for request errors); a token or document that cannot be produced is a 500
+//! (`server_error` for tokens), which every client retries.
 
 use serde_json::json;
 
@@ -82,6 +84,9 @@ pub struct Errors {
     pub duplicate_query: Prebuilt,
     pub no_loadbalancer: Prebuilt,
     pub bad_start_requests: Prebuilt,
+    pub bad_nonce: Prebuilt,
+    /// The attested document could not be signed (500, retryable).
+    pub attested_unavailable: Prebuilt,
     pub identity: IdentityErrors,
 }
 
@@ -97,6 +102,8 @@ pub struct IdentityErrors {
     pub many_selectors: Prebuilt,
     pub bad_bypass_cache: Prebuilt,
     pub not_found: Prebuilt,
+    /// The identity's source has no token now (500: every client retries 5xx [VMtok]).
+    pub unavailable: Prebuilt,
 }
 
 impl Errors {
@@ -127,6 +134,15 @@ impl Errors {
                 "Bad request. Expected {\"StartRequests\":[{\"EventId\":\"<id>\"}]} naming \
                  scheduled events",
             ),
+            bad_nonce: bad(
+                "Bad request. nonce is invalid: use 1 to 32 letters or digits. For more \
+                 information refer to aka.ms/azureimds",
+            ),
+            attested_unavailable: json(
+                500,
+                error_body("Internal server error. The attested document could not be signed"),
+            )
+            .prebuild(),
             identity: IdentityErrors {
                 missing_metadata: id("Required metadata header not specified"),
                 forwarded: id("X-Forwarded-For header is not allowed"),
@@ -142,6 +158,14 @@ impl Errors {
                 ),
                 bad_bypass_cache: id("bypass_cache must be 'true' when specified"),
                 not_found: id("Identity not found"),
+                unavailable: json(
+                    500,
+                    identity_body(
+                        "server_error",
+                        "The token could not be obtained from its source; retry later",
+                    ),
+                )
+                .prebuild(),
             },
         }
     }

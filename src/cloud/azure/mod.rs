@@ -9,8 +9,9 @@
 //! events, identity info and the error answers that quote nothing. [`Azure::respond`] looks the
 //! raw path up in one map (after removing one trailing `/`, and percent-decoding only when the
 //! path has a `%`), applies the rules of [`rules`] and returns a reference to a rendered answer;
-//! for such requests it allocates nothing. Only token answers, scheduled-event approvals and
-//! the 404/405 answers (which quote the path) are built per request.
+//! for such requests it allocates nothing. Only token answers, attested documents,
+//! scheduled-event approvals and the 404/405 answers (which quote the path) are built per
+//! request.
 //!
 //! Order of checks, as a request travels through IMDS: `X-Forwarded-For` (400), the `Metadata`
 //! header (400), the endpoint (404), the method (405), the query string (400 for duplicates
@@ -21,9 +22,11 @@
 //! Endpoints: `/metadata/versions` (no api-version), `/metadata/instance[/...]`,
 //! `/metadata/loadbalancer[/...]` (api-version 2020-10-01 or later), `/metadata/scheduledevents`
 //! (GET, and POST to approve; its own api-versions), `/metadata/identity/info` and
-//! `/metadata/identity/oauth2/token` (api-version 2018-02-01 or later). `/metadata/attested/
-//! document` needs signing and is not served yet (404).
+//! `/metadata/identity/oauth2/token` (api-version 2018-02-01 or later; tokens from each
+//! identity's source, see [`token`]), and `/metadata/attested/document` (api-version
+//! 2018-10-01 or later, signed per request, see [`attested`]).
 
+mod attested;
 mod errors;
 mod events;
 mod instance;
@@ -36,10 +39,12 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
+use self::attested::Attested;
 use self::errors::Errors;
 use self::rules::{
     check_headers, parse_query, ApiVersions, Format, HeaderProblem, Query, QueryProblem,
-    IDENTITY_MIN_API_VERSION, LOADBALANCER_MIN_API_VERSION, SCHEDULED_EVENTS_API_VERSIONS,
+    ATTESTED_MIN_API_VERSION, IDENTITY_MIN_API_VERSION, LOADBALANCER_MIN_API_VERSION,
+    SCHEDULED_EVENTS_API_VERSIONS,
 };
 use self::token::{token_response, Identities, Selector};
 use self::tree::Node;
@@ -47,6 +52,7 @@ use crate::cloud::{Reply, Request, RequestContext};
 use crate::config::{AzureConfig, Problems};
 use crate::http::query::decode_path;
 use crate::http::{Method, Prebuilt, Response};
+use crate::identity::TokenRequest;
 use crate::snapshot::Keys;
 
 const VERSIONS_PATH: &str = "/metadata/versions";
@@ -55,6 +61,7 @@ const LOADBALANCER_PATH: &str = "/metadata/loadbalancer";
 const EVENTS_PATH: &str = "/metadata/scheduledevents";
 const IDENTITY_INFO_PATH: &str = "/metadata/identity/info";
 const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
+const ATTESTED_PATH: &str = "/metadata/attested/document";
 
 /// No lower bound on the api-version.
 const ANY_VERSION: &str = "";
@@ -70,6 +77,7 @@ enum Route {
     ScheduledEvents(Prebuilt),
     IdentityInfo(Prebuilt),
     Token,
+    Attested,
 }
 
 /// The pre-rendered Azure service.
@@ -80,6 +88,7 @@ pub struct Azure {
     events_versions: ApiVersions,
     errors: Errors,
     identities: Identities,
+    attested: Attested,
     /// Ids of the current scheduled events, for approvals.
     event_ids: Vec<Box<str>>,
     /// 200 to an approval.
@@ -89,7 +98,7 @@ pub struct Azure {
 
 impl Azure {
     /// Renders every static answer of `config` (already validated).
-    pub fn build(config: &AzureConfig, _keys: &Keys, _problems: &mut Problems) -> Azure {
+    pub fn build(config: &AzureConfig, keys: &Keys, _problems: &mut Problems) -> Azure {
         let versions = ApiVersions::new(config.api_versions.as_deref());
         let events_versions = ApiVersions::from_static(&SCHEDULED_EVENTS_API_VERSIONS);
         let mut routes = HashMap::new();
@@ -129,13 +138,15 @@ impl Azure {
             Route::IdentityInfo(errors::json(200, info).prebuild()),
         );
         routes.insert(TOKEN_PATH.into(), Route::Token);
+        routes.insert(ATTESTED_PATH.into(), Route::Attested);
 
         Azure {
             routes,
             errors: Errors::new(&versions, &events_versions),
             versions,
             events_versions,
-            identities: Identities::new(config),
+            identities: Identities::new(config, &keys.identity),
+            attested: Attested::new(config, &keys.identity),
             event_ids: config
                 .scheduled_events
                 .events
@@ -198,6 +209,10 @@ impl Azure {
                 }
             }
             Route::ScheduledEvents(answer) => self.scheduled_events(req, &query, answer),
+            Route::Attested => match self.check_version(&query, ATTESTED_MIN_API_VERSION) {
+                Some(bad) => Reply::Static(bad),
+                None => self.attested(&query, ctx),
+            },
             Route::IdentityInfo(_) | Route::Token => self.identity(route, req, ctx),
         }
     }
@@ -325,6 +340,25 @@ impl Azure {
         }
     }
 
+    /// The attested document (see [`attested`]).
+    fn attested<'s>(&'s self, query: &Query<'_>, ctx: &RequestContext) -> Reply<'s> {
+        if !query.format.is_json() {
+            return Reply::Static(&self.errors.bad_format);
+        }
+        let nonce = query.nonce.as_deref();
+        if nonce.is_some_and(|n| !attested::nonce_ok(n)) {
+            return Reply::Static(&self.errors.bad_nonce);
+        }
+        let now = crate::identity::unix_secs(ctx.now);
+        match self.attested.respond(nonce, now) {
+            Some(answer) => {
+                tracing::info!(caller = %ctx.peer, nonce = nonce.unwrap_or(""), "signed attested document");
+                Reply::Dynamic(answer)
+            }
+            None => Reply::Static(&self.errors.attested_unavailable),
+        }
+    }
+
     fn token<'s>(&'s self, query: &Query<'_>, ctx: &RequestContext) -> Reply<'s> {
         let e = &self.errors.identity;
         let resource = match query.resource.as_deref() {
@@ -351,9 +385,16 @@ impl Azure {
         if query.bypass_cache.as_deref().is_some_and(|v| v != "true") {
             return Reply::Static(&e.bad_bypass_cache);
         }
-        match self.identities.select(selector) {
-            Some(identity) => Reply::Dynamic(token_response(identity, resource, selector, ctx.now)),
-            None => Reply::Static(&e.not_found),
+        let Some(identity) = self.identities.select(selector) else {
+            return Reply::Static(&e.not_found);
+        };
+        let now = crate::identity::unix_secs(ctx.now);
+        match identity
+            .issuer
+            .issue(&TokenRequest::new(resource, now), ctx.peer)
+        {
+            Ok(token) => Reply::Dynamic(token_response(identity, &token, resource, selector, now)),
+            Err(_) => Reply::Static(&e.unavailable),
         }
     }
 }

@@ -67,6 +67,9 @@ pub const LOADBALANCER_MIN_API_VERSION: &str = "2020-10-01";
 /// `/metadata/identity` exists from this api-version on [IMDS].
 pub const IDENTITY_MIN_API_VERSION: &str = "2018-02-01";
 
+/// `/metadata/attested/document` exists from this api-version on [IMDS].
+pub const ATTESTED_MIN_API_VERSION: &str = "2018-10-01";
+
 /// At most this many query parameters are looked at; more is answered as a bad query.
 const MAX_QUERY_PARAMS: usize = 32;
 
@@ -162,6 +165,8 @@ pub struct Query<'q> {
     /// it); accepted as a synonym.
     pub mi_res_id: Option<Cow<'q, str>>,
     pub bypass_cache: Option<Cow<'q, str>>,
+    /// The attested document's nonce.
+    pub nonce: Option<Cow<'q, str>>,
 }
 
 /// Why a query string is rejected.
@@ -187,6 +192,7 @@ pub fn parse_query(raw: &str) -> Result<Query<'_>, QueryProblem> {
         msi_res_id: None,
         mi_res_id: None,
         bypass_cache: None,
+        nonce: None,
     };
     for (i, pair) in QueryPairs::new(raw).enumerate() {
         if i >= MAX_QUERY_PARAMS {
@@ -207,6 +213,7 @@ pub fn parse_query(raw: &str) -> Result<Query<'_>, QueryProblem> {
             "msi_res_id" => &mut q.msi_res_id,
             "mi_res_id" => &mut q.mi_res_id,
             "bypass_cache" => &mut q.bypass_cache,
+            "nonce" => &mut q.nonce,
             "format" => {
                 q.format = if value.eq_ignore_ascii_case("json") {
                     Format::Json

@@ -261,8 +261,16 @@ fn bad_queries_paths_and_methods() {
         404
     );
     assert_eq!(
-        get(&a, "/metadata/attested/document?api-version=2021-02-01").status,
-        404
+        get(&a, "/metadata/attested/document?api-version=2018-04-02").status,
+        400
+    );
+    assert_eq!(
+        get(
+            &a,
+            "/metadata/attested/document?api-version=2021-02-01&nonce=12-34"
+        )
+        .status,
+        400
     );
     let r = ask(
         &a,
@@ -347,8 +355,10 @@ fn identity_info_and_token() {
     assert_eq!(body["client_id"], system.client_id.as_str());
     assert_eq!(body["resource"], "https://management.azure.com/");
     assert_eq!(body["token_type"], "Bearer");
-    assert_eq!(body["expires_on"], "1767311400");
-    assert_eq!(body["expires_in"], "85800");
+    // Minted at the start of the 5-minute window, valid 24 h.
+    assert_eq!(body["expires_on"], "1767312000");
+    assert_eq!(body["expires_in"], "86400");
+    assert_eq!(body["not_before"], "1767225600");
 
     let user = &cfg.identities[1];
     let r = get(
@@ -423,6 +433,54 @@ fn token_errors_are_identity_style() {
 }
 
 #[test]
+fn attested_document_is_signed_pkcs7_of_the_documented_content() {
+    use base64::Engine as _;
+    use x509_cert::der::Decode;
+    let cfg = default_azure();
+    let a = build(&cfg);
+    let r = get(
+        &a,
+        "/metadata/attested/document?api-version=2021-02-01&nonce=1234567890",
+    );
+    assert_eq!(r.status, 200);
+    assert!(!r.is_static);
+    assert_eq!(r.json()["encoding"], "pkcs7");
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(r.json()["signature"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    let info = cms::content_info::ContentInfo::from_der(&der).unwrap_or_else(|e| panic!("{e}"));
+    let signed: cms::signed_data::SignedData =
+        info.content.decode_as().unwrap_or_else(|e| panic!("{e}"));
+    let content = signed
+        .encap_content_info
+        .econtent
+        .map(|c| c.value().to_vec())
+        .unwrap_or_default();
+    let doc: Value = serde_json::from_slice(&content).unwrap_or_default();
+    let compute = &cfg.instance.compute;
+    assert_eq!(doc["nonce"], "1234567890");
+    assert_eq!(doc["vmId"], compute["vmId"]);
+    assert_eq!(doc["subscriptionId"], compute["subscriptionId"]);
+    assert_eq!(doc["sku"], compute["sku"]);
+    assert_eq!(doc["plan"], compute["plan"]);
+    assert_eq!(doc["timeStamp"]["createdOn"], "01/01/26 00:00:00 -0000");
+    assert_eq!(doc["timeStamp"]["expiresOn"], "01/01/26 06:00:00 -0000");
+    assert!(
+        doc.get("licenseType").is_none(),
+        "no Hybrid Benefit license"
+    );
+    let r = get(&a, "/metadata/attested/document?api-version=2021-02-01");
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(r.json()["signature"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&der).into_owned();
+    assert!(
+        text.contains("\"nonce\":\"20260101-000000\""),
+        "default nonce"
+    );
+}
+
+#[test]
 fn no_identity_means_identity_not_found() {
     let mut cfg = default_azure();
     cfg.identities.clear();
@@ -437,24 +495,25 @@ fn no_identity_means_identity_not_found() {
 
 #[test]
 fn default_tokens_agree_with_the_instance() {
-    use base64::Engine as _;
     let cfg = default_azure();
     let compute = &cfg.instance.compute;
+    let a = build(&cfg);
+    let keys = crate::identity::IdentityKeys::fixed();
     for id in &cfg.identities {
-        let token = id
-            .token
-            .access_token
-            .as_ref()
-            .map(|t| t.expose())
-            .unwrap_or("");
-        let parts: Vec<&str> = token.split('.').collect();
-        assert_eq!(parts.len(), 3, "a JWT has three parts");
-        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let claims: Value = engine
-            .decode(parts[1])
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null);
+        let r = get(
+            &a,
+            &format!(
+                "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id={}",
+                id.client_id
+            ),
+        );
+        let token = r.json()["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let claims = crate::identity::jwt::verify_with_jwks(&token, keys.jwks())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(claims["aud"], "https://vault.azure.net");
         assert_eq!(claims["tid"], cfg.tenant_id.as_str());
         assert_eq!(
             claims["iss"],
@@ -464,7 +523,11 @@ fn default_tokens_agree_with_the_instance() {
         assert_eq!(claims["oid"], id.object_id.as_str());
         let mirid = id.msi_res_id.as_deref().or(compute["resourceId"].as_str());
         assert_eq!(claims["xms_mirid"].as_str(), mirid);
-        for k in ["aud", "iat", "nbf", "exp"] {
+        assert_eq!(
+            claims["exp"].as_u64().map(|e| e.to_string()),
+            r.json()["expires_on"].as_str().map(String::from)
+        );
+        for k in ["iat", "nbf"] {
             assert!(!claims[k].is_null(), "{k}");
         }
     }

@@ -6,90 +6,34 @@
 //! and exactly one user-assigned [VMtok: a selector is "required, if your VM has multiple
 //! user-assigned managed identities"]; with `client_id`, `object_id` or `msi_res_id`
 //! (`mi_res_id`), the identity with that id, matched ASCII-case-insensitively (GUIDs and ARM
-//! ids are case-insensitive). [`token_response`] renders the 200 answer for one request: every
-//! field a string, both `expires_in` and `expires_on` (MSAL Python needs the first, MSAL Node
-//! and @azure/identity the second), `token_type` `Bearer`, the requested `resource`, the
-//! identity's `client_id`, and the selector the request used echoed back (Python clients
-//! check it for user-assigned identities).
-//!
-//! Expiry of a configured token: while the JWT's `exp` is in the future, `expires_on` is `exp`
-//! and `not_before` its `nbf`, so the answer agrees with the token. Once `exp` has passed (a
-//! fixed token cannot be re-signed), the token is presented as freshly issued: `expires_on` is
-//! now plus the token's lifetime (`exp - iat`, else 86400 s, the lifetime of managed identity
-//! tokens) and `not_before` now, so clients keep a sane expiry instead of refreshing in a loop.
+//! ids are case-insensitive). Each identity's tokens come from an [`Issuer`] over its source:
+//! minted ([`crate::identity::azure`]) or static ([`crate::identity::source::StaticToken`],
+//! whose claims drive the times). [`token_response`] renders the 200 answer for one request:
+//! every field a string, both `expires_in` and `expires_on` (MSAL Python needs the first, MSAL
+//! Node and @azure/identity the second), `not_before`, `token_type` `Bearer`, the requested
+//! `resource`, the identity's `client_id`, and the selector the request used echoed back
+//! (Python clients check it for user-assigned identities).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use super::errors::json;
 use crate::config::azure::{AzureConfig, IdentityKind};
 use crate::http::Response;
-
-/// Lifetime assumed for a token whose claims do not say (managed identity tokens last 24 h).
-const DEFAULT_LIFETIME_SECS: u64 = 86_400;
+use crate::identity::azure::{AzureIdentity, MintedAccessToken};
+use crate::identity::source::StaticToken;
+use crate::identity::{IdentityKeys, Issuer, Token, TokenSource};
 
 /// One identity, ready to answer token requests.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct IdentityAnswer {
     pub kind: IdentityKind,
     pub client_id: String,
     pub object_id: String,
     /// The resource id; `""` for a system identity on a VM without `compute.resourceId`.
     pub msi_res_id: String,
-    access_token: String,
-    claims: Claims,
-}
-
-impl std::fmt::Debug for IdentityAnswer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdentityAnswer")
-            .field("kind", &self.kind)
-            .field("client_id", &self.client_id)
-            .field("access_token", &"..")
-            .finish()
-    }
-}
-
-/// The time claims of a JWT access token, when it is one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Claims {
-    pub iat: Option<u64>,
-    pub nbf: Option<u64>,
-    pub exp: Option<u64>,
-}
-
-impl Claims {
-    /// Reads `iat`, `nbf` and `exp` from a compact JWT's payload; all `None` for anything else.
-    pub fn of(token: &str) -> Claims {
-        let mut parts = token.split('.');
-        let (Some(_), Some(payload), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Claims::default();
-        };
-        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let Ok(bytes) = engine.decode(payload.trim_end_matches('=')) else {
-            return Claims::default();
-        };
-        let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(&bytes) else {
-            return Claims::default();
-        };
-        let time = |k: &str| claims.get(k).and_then(Value::as_u64);
-        Claims {
-            iat: time("iat"),
-            nbf: time("nbf"),
-            exp: time("exp"),
-        }
-    }
-
-    fn lifetime(&self) -> u64 {
-        match (self.iat, self.exp) {
-            (Some(iat), Some(exp)) if exp > iat => exp - iat,
-            _ => DEFAULT_LIFETIME_SECS,
-        }
-    }
+    pub issuer: Arc<Issuer>,
 }
 
 /// Which identity a request names.
@@ -112,7 +56,7 @@ pub struct Identities {
 }
 
 impl Identities {
-    pub fn new(config: &AzureConfig) -> Identities {
+    pub fn new(config: &AzureConfig, keys: &Arc<IdentityKeys>) -> Identities {
         let vm_resource_id = config
             .instance
             .compute
@@ -123,19 +67,32 @@ impl Identities {
             .identities
             .iter()
             .filter_map(|id| {
-                let token = id.token.access_token.as_ref()?.expose().to_string();
                 let msi_res_id = match (&id.msi_res_id, id.kind) {
                     (Some(r), _) => r.clone(),
                     (None, IdentityKind::SystemAssigned) => vm_resource_id.to_string(),
                     (None, IdentityKind::UserAssigned) => String::new(),
                 };
+                let source: Box<dyn TokenSource> = match (&id.token.minted, &id.token.access_token)
+                {
+                    (Some(m), _) => Box::new(MintedAccessToken::new(
+                        Arc::clone(keys),
+                        AzureIdentity {
+                            tenant_id: config.tenant_id.clone(),
+                            client_id: id.client_id.clone(),
+                            object_id: id.object_id.clone(),
+                            resource_id: msi_res_id.clone(),
+                        },
+                        m.lifetime(),
+                    )),
+                    (None, Some(t)) => Box::new(StaticToken::new(t.expose())),
+                    (None, None) => return None,
+                };
                 Some(IdentityAnswer {
                     kind: id.kind,
                     client_id: id.client_id.clone(),
                     object_id: id.object_id.clone(),
+                    issuer: Arc::new(Issuer::new(id.client_id.as_str(), "access token", source)),
                     msi_res_id,
-                    claims: Claims::of(&token),
-                    access_token: token,
                 })
             })
             .collect();
@@ -168,32 +125,24 @@ impl Identities {
     }
 }
 
-/// The 200 answer: `identity`'s token for `resource`, as of `now`.
+/// The 200 answer: `identity`'s `token` for `resource`, at `now` (Unix seconds).
 pub fn token_response(
     identity: &IdentityAnswer,
+    token: &Token,
     resource: &str,
     selector: Selector<'_>,
-    now: SystemTime,
+    now: u64,
 ) -> Response {
-    let now = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let claims = identity.claims;
-    let (expires_on, not_before) = match claims.exp {
-        Some(exp) if exp > now => (exp, claims.nbf.or(claims.iat).unwrap_or(now).min(now)),
-        _ => (now + claims.lifetime(), now),
-    };
-    let expires_in = (expires_on - now).to_string();
+    let expires_in = token.expires_in(now).to_string();
     // Fields in the order IMDS sends them (alphabetical) [Spec example].
     let mut body = Map::new();
     let mut put = |k: &str, v: &str| {
         body.insert(k.to_string(), Value::String(v.to_string()));
     };
-    put("access_token", &identity.access_token);
+    put("access_token", &token.value);
     put("client_id", &identity.client_id);
     put("expires_in", &expires_in);
-    put("expires_on", &expires_on.to_string());
+    put("expires_on", &token.expires_at.to_string());
     put("ext_expires_in", &expires_in);
     match selector {
         Selector::ResourceId {
@@ -203,7 +152,7 @@ pub fn token_response(
         Selector::ResourceId { id, named_mi: true } => put("mi_res_id", id),
         _ => {}
     }
-    put("not_before", &not_before.to_string());
+    put("not_before", &token.not_before.to_string());
     if let Selector::ObjectId(o) = selector {
         put("object_id", o);
     }
@@ -216,8 +165,9 @@ pub fn token_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::azure::{Identity, Secret, TokenSource};
-    use std::time::Duration;
+    use crate::config::azure::{Identity, MintedToken, Secret, TokenSource};
+    use crate::identity::TokenRequest;
+    use base64::Engine as _;
 
     fn jwt(claims: &str) -> String {
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -237,12 +187,14 @@ mod tests {
                 .then(|| format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u{n}")),
             token: TokenSource {
                 access_token: Some(Secret(token.to_string())),
+                minted: None,
             },
         }
     }
 
     fn config(ids: Vec<Identity>) -> AzureConfig {
         let mut c = AzureConfig::default();
+        c.tenant_id = "8f9b7c52-3e1a-4d6b-9c0e-5a2f41d7e6b3".into();
         c.instance.compute.insert(
             "resourceId".into(),
             Value::String(
@@ -254,59 +206,55 @@ mod tests {
         c
     }
 
+    fn identities(ids: Vec<Identity>) -> Identities {
+        Identities::new(&config(ids), &IdentityKeys::fixed())
+    }
+
     fn body(r: &Response) -> Value {
         serde_json::from_slice(&r.body).unwrap_or(Value::Null)
     }
 
-    #[test]
-    fn claims_are_read_from_jwts_only() {
-        let t = jwt(r#"{"iat":100,"nbf":90,"exp":3700,"tid":"t"}"#);
-        assert_eq!(
-            Claims::of(&t),
-            Claims {
-                iat: Some(100),
-                nbf: Some(90),
-                exp: Some(3700)
-            }
-        );
-        assert_eq!(Claims::of("opaque"), Claims::default());
-        assert_eq!(Claims::of("a.!!!.c"), Claims::default());
+    fn issue(id: &IdentityAnswer, resource: &str, now: u64) -> Token {
+        let peer = "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}"));
+        id.issuer
+            .issue(&TokenRequest::new(resource, now), peer)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn selection_follows_imds_rules() {
-        let both = Identities::new(&config(vec![
+        let both = identities(vec![
             identity(IdentityKind::UserAssigned, 1, "u1"),
             identity(IdentityKind::SystemAssigned, 2, "s"),
-        ]));
-        let kind = |s| both.select(s).map(|i| i.access_token.as_str());
-        assert_eq!(kind(Selector::Default), Some("s"));
+        ]);
+        let token = |s| both.select(s).map(|i| issue(i, "r", 10).value);
+        assert_eq!(token(Selector::Default).as_deref(), Some("s"));
         assert_eq!(
-            kind(Selector::ClientId("10000000-0000-0000-0000-000000000000")),
+            token(Selector::ClientId("10000000-0000-0000-0000-000000000000")).as_deref(),
             Some("u1")
         );
         assert_eq!(
-            kind(Selector::ObjectId("21111111-0000-0000-0000-000000000000")),
+            token(Selector::ObjectId("21111111-0000-0000-0000-000000000000")).as_deref(),
             Some("s")
         );
         let res =
             "/SUBSCRIPTIONS/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm";
         assert_eq!(
-            kind(Selector::ResourceId {
+            token(Selector::ResourceId {
                 id: res,
                 named_mi: false
-            }),
+            })
+            .as_deref(),
             Some("s")
         );
-        assert_eq!(kind(Selector::ClientId("nope")), None);
+        assert_eq!(token(Selector::ClientId("nope")), None);
 
-        let one_user =
-            Identities::new(&config(vec![identity(IdentityKind::UserAssigned, 1, "u1")]));
+        let one_user = identities(vec![identity(IdentityKind::UserAssigned, 1, "u1")]);
         assert!(one_user.select(Selector::Default).is_some());
-        let two_users = Identities::new(&config(vec![
+        let two_users = identities(vec![
             identity(IdentityKind::UserAssigned, 1, "u1"),
             identity(IdentityKind::UserAssigned, 3, "u3"),
-        ]));
+        ]);
         assert!(two_users.select(Selector::Default).is_none());
         assert!(Identities::default().select(Selector::Default).is_none());
     }
@@ -314,12 +262,18 @@ mod tests {
     #[test]
     fn response_has_every_field_as_string_and_agrees_with_the_jwt() {
         let t = jwt(r#"{"iat":1000,"nbf":1000,"exp":87400}"#);
-        let ids = Identities::new(&config(vec![identity(IdentityKind::SystemAssigned, 2, &t)]));
+        let ids = identities(vec![identity(IdentityKind::SystemAssigned, 2, &t)]);
         let id = ids
             .select(Selector::Default)
             .unwrap_or_else(|| panic!("no identity"));
-        let now = UNIX_EPOCH + Duration::from_secs(2000);
-        let r = token_response(id, "https://vault.azure.net", Selector::ObjectId("O"), now);
+        let token = issue(id, "https://vault.azure.net", 2000);
+        let r = token_response(
+            id,
+            &token,
+            "https://vault.azure.net",
+            Selector::ObjectId("O"),
+            2000,
+        );
         assert_eq!(r.status, 200);
         assert_eq!(
             r.header_value("Content-Type"),
@@ -337,40 +291,53 @@ mod tests {
         assert!(b
             .as_object()
             .is_some_and(|m| m.values().all(Value::is_string)));
-    }
-
-    #[test]
-    fn expired_or_opaque_tokens_get_a_fresh_lifetime() {
-        let t = jwt(r#"{"iat":1000,"exp":4600}"#);
-        let ids = Identities::new(&config(vec![identity(IdentityKind::SystemAssigned, 2, &t)]));
-        let id = ids
-            .select(Selector::Default)
-            .unwrap_or_else(|| panic!("no identity"));
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let b = body(&token_response(id, "r", Selector::Default, now));
-        assert_eq!(b["expires_in"], "3600");
-        assert_eq!(b["expires_on"], "1003600");
-        assert_eq!(b["not_before"], "1000000");
-        assert!(b.get("object_id").is_none() && b.get("msi_res_id").is_none());
-
-        let ids = Identities::new(&config(vec![identity(
-            IdentityKind::SystemAssigned,
-            2,
-            "opaque",
-        )]));
-        let id = ids
-            .select(Selector::Default)
-            .unwrap_or_else(|| panic!("no identity"));
         let b = body(&token_response(
             id,
+            &token,
             "r",
             Selector::ResourceId {
                 id: "R",
                 named_mi: true,
             },
+            2000,
+        ));
+        assert_eq!(b["mi_res_id"], "R");
+        assert!(b.get("object_id").is_none() && b.get("msi_res_id").is_none());
+    }
+
+    #[test]
+    fn minted_tokens_name_the_identity_and_the_resource() {
+        let mut user = identity(IdentityKind::UserAssigned, 1, "");
+        user.token = TokenSource {
+            access_token: None,
+            minted: Some(MintedToken::default()),
+        };
+        let ids = identities(vec![user]);
+        let id = ids
+            .select(Selector::Default)
+            .unwrap_or_else(|| panic!("no identity"));
+        let now = 1_767_225_601;
+        let token = issue(id, "https://management.azure.com/", now);
+        let b = body(&token_response(
+            id,
+            &token,
+            "https://management.azure.com/",
+            Selector::Default,
             now,
         ));
-        assert_eq!(b["expires_in"], "86400");
-        assert_eq!(b["mi_res_id"], "R");
+        assert_eq!(b["expires_in"], "86399");
+        assert_eq!(b["expires_on"], "1767312000");
+        assert_eq!(b["not_before"], "1767225600");
+        let keys = IdentityKeys::fixed();
+        let claims = crate::identity::jwt::verify_with_jwks(&token.value, keys.jwks())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(claims["aud"], "https://management.azure.com/");
+        assert_eq!(claims["appid"], "10000000-0000-0000-0000-000000000000");
+        assert_eq!(claims["oid"], "11111111-0000-0000-0000-000000000000");
+        assert_eq!(claims["tid"], "8f9b7c52-3e1a-4d6b-9c0e-5a2f41d7e6b3");
+        assert_eq!(
+            claims["xms_mirid"],
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u1"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! route tables ([`routes::Mount`]) once; [`Gce::respond`] is then a chain of header checks,
 //! one query parse and one `HashMap` lookup that returns a reference to pre-rendered bytes.
 //! Only answers that quote the request (404, 403 and 405 pages, redirects that keep a query)
-//! are rendered per request.
+//! and minted tokens ([`minted`]: access tokens per scope set, ID tokens per audience and
+//! format) are rendered per request.
 //!
 //! The rules, in the order they are applied:
 //! 1. `X-Forwarded-For` → 403. The k8s metadata proxy documents that "the GCE metadata server
@@ -36,6 +37,7 @@
 //! guest attributes only. With guest attributes off (`enable-guest-attributes` not `TRUE`)
 //! every guest-attributes path is 403 "Guest attributes endpoint access is disabled.".
 
+mod minted;
 mod page;
 mod query;
 mod routes;
@@ -50,10 +52,11 @@ use crate::cloud::{Reply, Request, RequestContext};
 use crate::config::{GceConfig, Problems};
 use crate::http::query::decode_path;
 use crate::http::{Method, Prebuilt};
+use crate::identity::TokenRequest;
 use crate::snapshot::Keys;
 
 use query::{Alt, Params};
-use routes::{Mount, Route};
+use routes::{IdentityRoute, Mount, Route, TokenRoute};
 use tree::{Node, Tree};
 
 const V1: &str = "/computeMetadata/v1";
@@ -75,16 +78,24 @@ pub struct Gce {
     missing_audience: Prebuilt,
     guest_disabled: Prebuilt,
     guest_written: Prebuilt,
+    /// A token source with nothing to give now (503, which clients retry).
+    unavailable: Prebuilt,
 }
 
 impl Gce {
     /// Renders every static answer of `config` (already validated).
-    pub fn build(config: &GceConfig, _keys: &Keys, _problems: &mut Problems) -> Gce {
+    pub fn build(config: &GceConfig, keys: &Keys, _problems: &mut Problems) -> Gce {
         let tree = Tree::from_config(config);
-        let v1 = Mount::build(&tree.root, &tree.accounts, "/computeMetadata/v1/");
+        let issuers = minted::issuers(config, &tree.accounts, &keys.identity);
+        let v1 = Mount::build(&tree.root, &tree.accounts, &issuers, "/computeMetadata/v1/");
         let legacy = config.legacy_endpoints().then(|| {
-            let beta = Mount::build(&tree.root, &tree.accounts, "/computeMetadata/v1beta1/");
-            let v01 = Mount::build(&legacy_01_tree(&tree.root), &[], "/0.1/");
+            let beta = Mount::build(
+                &tree.root,
+                &tree.accounts,
+                &issuers,
+                "/computeMetadata/v1beta1/",
+            );
+            let v01 = Mount::build(&legacy_01_tree(&tree.root), &[], &[], "/0.1/");
             (beta, v01)
         });
         Gce {
@@ -109,11 +120,13 @@ impl Gce {
             )
             .prebuild(),
             guest_written: page::answer(200, page::TEXT, "").prebuild(),
+            unavailable: page::answer(503, page::TEXT, "The token is not available yet; retry.\n")
+                .prebuild(),
         }
     }
 
     /// Answers a request whose path this cloud owns (see [`crate::cloud::owner`]).
-    pub fn respond<'s>(&'s self, req: &Request<'_>, _ctx: &RequestContext) -> Reply<'s> {
+    pub fn respond<'s>(&'s self, req: &Request<'_>, ctx: &RequestContext) -> Reply<'s> {
         let path = req.path;
         if req.has_header("x-forwarded-for") {
             return Reply::Dynamic(page::forwarded(path));
@@ -125,17 +138,17 @@ impl Gce {
             if !has_flavor(req) {
                 return Reply::Dynamic(page::missing_flavor(path));
             }
-            return self.in_mount(&self.v1, rest, true, req);
+            return self.in_mount(&self.v1, rest, true, req, ctx);
         }
         if let Some(rest) = below(path, V1BETA1) {
             return match &self.legacy {
-                Some((beta, _)) => self.in_mount(beta, rest, false, req),
+                Some((beta, _)) => self.in_mount(beta, rest, false, req, ctx),
                 None => self.not_found(req),
             };
         }
         if let Some(rest) = below(path, V01) {
             return match &self.legacy {
-                Some((_, v01)) => self.in_mount(v01, rest, false, req),
+                Some((_, v01)) => self.in_mount(v01, rest, false, req, ctx),
                 None => self.not_found(req),
             };
         }
@@ -175,6 +188,7 @@ impl Gce {
         rest: &str,
         v1: bool,
         req: &Request<'_>,
+        ctx: &RequestContext,
     ) -> Reply<'s> {
         let (key, slash) = match rest {
             "" => ("", false),
@@ -255,18 +269,43 @@ impl Gce {
                 Reply::Static(if json { &value.json } else { &value.text })
             }
             Route::Token(i) => match mount.tokens.get(*i).and_then(Option::as_ref) {
-                Some(token) => Reply::Static(match params.alt {
-                    Some(Alt::Text) => &token.text,
-                    _ => &token.json,
+                Some(TokenRoute::Static { json, text }) => Reply::Static(match params.alt {
+                    Some(Alt::Text) => text,
+                    _ => json,
                 }),
+                Some(TokenRoute::Minted(issuer)) => {
+                    let now = crate::identity::unix_secs(ctx.now);
+                    let mut r = TokenRequest::new("", now);
+                    r.scopes = params.scopes.as_deref().unwrap_or("");
+                    match issuer.issue(&r, ctx.peer) {
+                        Ok(t) => {
+                            let (json, text) = routes::token_answers(&t.value, t.expires_in(now));
+                            Reply::Dynamic(match params.alt {
+                                Some(Alt::Text) => text,
+                                _ => json,
+                            })
+                        }
+                        Err(_) => Reply::Static(&self.unavailable),
+                    }
+                }
                 None => self.not_found(req),
             },
             Route::Identity(i) => {
-                if !params.audience {
+                let Some(audience) = params.audience.as_deref() else {
                     return Reply::Static(&self.missing_audience);
-                }
+                };
                 match mount.identities.get(*i).and_then(Option::as_ref) {
-                    Some(id) => Reply::Static(id),
+                    Some(IdentityRoute::Static(answer)) => Reply::Static(answer),
+                    Some(IdentityRoute::Minted(issuer)) => {
+                        let mut r =
+                            TokenRequest::new(audience, crate::identity::unix_secs(ctx.now));
+                        r.full = params.format_full;
+                        r.licenses = params.licenses;
+                        match issuer.issue(&r, ctx.peer) {
+                            Ok(t) => Reply::Dynamic(page::answer(200, page::TEXT, t.value)),
+                            Err(_) => Reply::Static(&self.unavailable),
+                        }
+                    }
                     None => self.not_found(req),
                 }
             }

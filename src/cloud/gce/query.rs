@@ -2,8 +2,7 @@
 //!
 //! Contract: [`Params::parse`] reads a raw query string once and either returns the
 //! parameters or [`BadParams`] (answered with 400). It allocates only when a key or a value
-//! it must compare is percent-encoded; values it only needs to see present (`audience`,
-//! `last_etag`, `scopes`) are never decoded.
+//! it keeps is percent-encoded; `last_etag` is only seen to be present, never decoded.
 //!
 //! Choices where no public source pins the real server (spec/gce.md: unconfirmed):
 //! - unknown parameters are ignored (clients add their own, e.g. cache busters);
@@ -28,23 +27,25 @@ pub enum Alt {
 }
 
 /// The recognised parameters of one request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Params {
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params<'q> {
     pub alt: Option<Alt>,
     pub recursive: bool,
     pub wait_for_change: bool,
     /// `last_etag` was given (its value only matters to the hanging wait).
     pub last_etag: bool,
     pub timeout_sec: Option<u64>,
-    /// `audience` was given and is not empty.
-    pub audience: bool,
+    /// `audience`, decoded, when given and not empty.
+    pub audience: Option<Cow<'q, str>>,
+    /// `scopes`, decoded, when given (minted tokens follow them).
+    pub scopes: Option<Cow<'q, str>>,
     /// `format=full` (else standard).
     pub format_full: bool,
     pub licenses: bool,
 }
 
-impl Params {
-    pub fn parse(query: &str) -> Result<Params, BadParams> {
+impl<'q> Params<'q> {
+    pub fn parse(query: &'q str) -> Result<Params<'q>, BadParams> {
         let mut p = Params::default();
         let mut seen = 0u16;
         for segment in query.split('&').filter(|s| !s.is_empty()) {
@@ -85,7 +86,7 @@ impl Params {
                     }
                     p.timeout_sec = Some(v.parse().map_err(|_| BadParams)?);
                 }
-                32 => p.audience = !raw_value.is_empty(),
+                32 => p.audience = Some(value()?).filter(|a| !a.is_empty()),
                 64 => {
                     let v = value()?;
                     p.format_full = if v.eq_ignore_ascii_case("full") {
@@ -97,7 +98,7 @@ impl Params {
                     }
                 }
                 128 => p.licenses = boolean(value()?)?,
-                _ => {} // scopes: a static token ignores them
+                _ => p.scopes = Some(value()?),
             }
         }
         Ok(p)
@@ -138,7 +139,8 @@ mod tests {
         assert_eq!(
             p,
             Ok(Params {
-                audience: true,
+                audience: Some("https://x".into()),
+                scopes: Some("a,b".into()),
                 format_full: true,
                 licenses: true,
                 ..Params::default()

@@ -3,7 +3,8 @@
 //! Contract: a [`Mount`] maps the path *below* its prefix (`instance/zone`; `""` for the
 //! prefix itself), without a trailing slash, to a [`Route`] holding complete [`Prebuilt`]
 //! answers: a directory's listing, recursive JSON and text and its 301; a value's text and
-//! JSON forms; a token's JSON and text. Looking a path up is one `HashMap::get` with a
+//! JSON forms; a static token's JSON and text (minted tokens and ID tokens are routes to
+//! their [`Issuer`], rendered per request). Looking a path up is one `HashMap::get` with a
 //! `&str` and allocates nothing.
 //!
 //! ETags follow Google's emulator: the ETag names the *value*, not the format, so every form
@@ -11,10 +12,12 @@
 //! listing and its recursive answers are different values with different ETags.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::page::{self, JSON, TEXT};
 use super::tree::{Account, Endpoint, Node};
-use crate::http::Prebuilt;
+use crate::http::{Prebuilt, Response};
+use crate::identity::Issuer;
 
 /// A directory's answers.
 #[derive(Debug)]
@@ -42,9 +45,27 @@ pub struct ValueRoute {
 
 /// An access token's answers, for one account.
 #[derive(Debug)]
-pub struct TokenRoute {
-    pub json: Prebuilt,
-    pub text: Prebuilt,
+pub enum TokenRoute {
+    /// A static token, rendered once.
+    Static { json: Prebuilt, text: Prebuilt },
+    /// Tokens issued per request.
+    Minted(Arc<Issuer>),
+}
+
+/// An identity endpoint's answers, for one account.
+#[derive(Debug)]
+pub enum IdentityRoute {
+    /// A static ID token, whatever the audience.
+    Static(Prebuilt),
+    /// ID tokens issued per request and audience.
+    Minted(Arc<Issuer>),
+}
+
+/// The minted sources of one account, shared by every mount.
+#[derive(Clone, Debug, Default)]
+pub struct Issuers {
+    pub token: Option<Arc<Issuer>>,
+    pub identity: Option<Arc<Issuer>>,
 }
 
 /// What a path is.
@@ -63,22 +84,32 @@ pub enum Route {
 pub struct Mount {
     pub routes: HashMap<Box<str>, Route>,
     pub tokens: Vec<Option<TokenRoute>>,
-    pub identities: Vec<Option<Prebuilt>>,
+    pub identities: Vec<Option<IdentityRoute>>,
 }
 
 impl Mount {
-    /// Renders `root` (and the accounts its endpoints refer to) under `prefix`, e.g.
-    /// `/computeMetadata/v1/`.
-    pub fn build(root: &Node, accounts: &[Account], prefix: &str) -> Mount {
+    /// Renders `root` (and the accounts its endpoints refer to, with their minted sources in
+    /// `issuers`, one per account) under `prefix`, e.g. `/computeMetadata/v1/`.
+    pub fn build(root: &Node, accounts: &[Account], issuers: &[Issuers], prefix: &str) -> Mount {
+        let issuer = |i: usize| issuers.get(i).cloned().unwrap_or_default();
         let mut mount = Mount {
             routes: HashMap::new(),
-            tokens: accounts.iter().map(token_route).collect(),
+            tokens: accounts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| match issuer(i).token {
+                    Some(minted) => Some(TokenRoute::Minted(minted)),
+                    None => token_route(a),
+                })
+                .collect(),
             identities: accounts
                 .iter()
-                .map(|a| {
-                    a.id_token
-                        .as_ref()
-                        .map(|t| page::answer(200, TEXT, t.clone()).prebuild())
+                .enumerate()
+                .map(|(i, a)| match issuer(i).identity {
+                    Some(minted) => Some(IdentityRoute::Minted(minted)),
+                    None => a.id_token.as_ref().map(|t| {
+                        IdentityRoute::Static(page::answer(200, TEXT, t.clone()).prebuild())
+                    }),
                 })
                 .collect(),
         };
@@ -155,33 +186,44 @@ impl Mount {
 }
 
 /// Replaces the content-derived ETag with the value's ETag.
-fn with_etag(mut r: crate::http::Response, etag: &str) -> Prebuilt {
+fn with_etag(r: Response, etag: &str) -> Prebuilt {
+    set_etag(r, etag).prebuild()
+}
+
+fn set_etag(mut r: Response, etag: &str) -> Response {
     for (name, value) in &mut r.headers {
         if *name == "ETag" {
             *value = etag.to_string();
         }
     }
-    r.prebuild()
+    r
 }
 
-/// `{"access_token","expires_in","token_type"}`; `expires_in` is a JSON number (a string
-/// breaks google-auth's `refresh()` and gcloud). A static token is reported with its full
+/// A static token's answers (see [`token_answers`]). A static token is reported with its full
 /// configured lifetime on every answer, as a server that keeps its tokens fresh would.
 fn token_route(account: &Account) -> Option<TokenRoute> {
     let token = account.access_token.as_ref()?;
+    let (json, text) = token_answers(token, u64::from(account.expires_in));
+    Some(TokenRoute::Static {
+        json: json.prebuild(),
+        text: text.prebuild(),
+    })
+}
+
+/// `{"access_token","expires_in","token_type"}` and its `alt=text` form, both with the ETag of
+/// the JSON; `expires_in` is a JSON number (a string breaks google-auth's `refresh()` and
+/// gcloud).
+pub fn token_answers(token: &str, expires_in: u64) -> (Response, Response) {
     let json = serde_json::json!({
         "access_token": token,
-        "expires_in": account.expires_in,
+        "expires_in": expires_in,
         "token_type": "Bearer",
     })
     .to_string();
-    let text = format!(
-        "access_token {token}\nexpires_in {}\ntoken_type Bearer\n",
-        account.expires_in
-    );
+    let text = format!("access_token {token}\nexpires_in {expires_in}\ntoken_type Bearer\n");
     let etag = page::etag(json.as_bytes());
-    Some(TokenRoute {
-        json: with_etag(page::answer(200, JSON, json), &etag),
-        text: with_etag(page::answer(200, TEXT, text), &etag),
-    })
+    (
+        set_etag(page::answer(200, JSON, json), &etag),
+        set_etag(page::answer(200, TEXT, text), &etag),
+    )
 }

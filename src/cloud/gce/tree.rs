@@ -18,7 +18,7 @@
 
 use serde_json::{Map, Number, Value};
 
-use crate::config::gce::{is_digits, INDEXED_LISTS};
+use crate::config::gce::{is_digits, MintedAccessToken, MintedIdToken, INDEXED_LISTS};
 use crate::config::GceConfig;
 
 /// A scalar value.
@@ -209,9 +209,27 @@ pub fn camel_case(key: &str) -> String {
 /// One service account as the server knows it.
 #[derive(Clone, Debug)]
 pub struct Account {
+    pub email: String,
+    pub scopes: Vec<String>,
+    /// A static token (with `expires_in`), when that is the token's source.
     pub access_token: Option<String>,
     pub expires_in: u32,
+    /// Minted tokens, when that is the token's source.
+    pub minted_token: Option<MintedAccessToken>,
+    /// A static ID token, when that is the identity's source.
     pub id_token: Option<String>,
+    /// Minted ID tokens, when that is the identity's source.
+    pub minted_identity: Option<MintedIdToken>,
+}
+
+impl Account {
+    pub fn has_token(&self) -> bool {
+        self.access_token.is_some() || self.minted_token.is_some()
+    }
+
+    pub fn has_identity(&self) -> bool {
+        self.id_token.is_some() || self.minted_identity.is_some()
+    }
 }
 
 /// The `v1/` tree and the accounts its endpoints refer to.
@@ -281,9 +299,13 @@ fn service_accounts(config: &GceConfig, accounts: &mut Vec<Account>) -> Node {
     for (email, sa) in &config.service_accounts {
         let index = accounts.len();
         accounts.push(Account {
+            email: email.clone(),
+            scopes: sa.scopes.clone(),
             access_token: sa.token.as_ref().and_then(|t| t.access_token.clone()),
             expires_in: sa.token.as_ref().map_or(0, |t| t.expires_in()),
+            minted_token: sa.token.as_ref().and_then(|t| t.minted.clone()),
             id_token: sa.identity.as_ref().and_then(|i| i.id_token.clone()),
+            minted_identity: sa.identity.as_ref().and_then(|i| i.minted.clone()),
         });
         let strings = |v: &[String]| Node::List(v.iter().map(|s| Scalar::Str(s.clone())).collect());
         let mut dir = vec![
@@ -291,10 +313,10 @@ fn service_accounts(config: &GceConfig, accounts: &mut Vec<Account>) -> Node {
             ("email".to_string(), Node::Leaf(Scalar::Str(email.clone()))),
             ("scopes".to_string(), strings(&sa.scopes)),
         ];
-        if accounts[index].id_token.is_some() {
+        if accounts[index].has_identity() {
             dir.push(("identity".into(), Node::Endpoint(Endpoint::Identity(index))));
         }
-        if accounts[index].access_token.is_some() {
+        if accounts[index].has_token() {
             dir.push(("token".into(), Node::Endpoint(Endpoint::Token(index))));
         }
         sort(&mut dir);

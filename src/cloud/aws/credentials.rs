@@ -1,0 +1,106 @@
+//! `meta-data/iam/info` and `meta-data/iam/security-credentials/<role>`: their JSON, rendered
+//! once for static credentials and per request for minted ones.
+//!
+//! Contract: [`info`] and [`credentials`] give the documents EC2 serves (field order as EC2's,
+//! Jackson-style pretty printing as the other JSON leaves). [`MintedIam`] answers the two
+//! paths from a [`CredentialIssuer`] at the request's `now`: `LastUpdated` (in both documents
+//! and as `Last-Modified`) is the start of the current rotation window, so `iam/info` and the
+//! credentials always agree. Only the credentials request is an issue (audited); `iam/info`
+//! reports without logging. A source with nothing to give (a future upstream source before
+//! its first fetch) is answered 404, as an instance whose role has no credentials yet.
+
+use serde_json::{Map, Value};
+
+use super::answers::{ok, TEXT};
+use super::jackson::pretty;
+use super::timestamp::{format_utc, http_date};
+use crate::cloud::RequestContext;
+use crate::config::aws::IamConfig;
+use crate::http::Response;
+use crate::identity::aws::{CredentialIssuer, Credentials};
+use crate::identity::unix_secs;
+
+/// The text of `iam/info`.
+pub fn info(iam: &IamConfig, last_updated: &str) -> String {
+    let mut info = Map::new();
+    info.insert("Code".into(), "Success".into());
+    info.insert("LastUpdated".into(), last_updated.into());
+    info.insert(
+        "InstanceProfileArn".into(),
+        iam.instance_profile_arn.as_str().into(),
+    );
+    info.insert(
+        "InstanceProfileId".into(),
+        iam.instance_profile_id.as_str().into(),
+    );
+    pretty(&Value::Object(info))
+}
+
+/// The text of `iam/security-credentials/<role>`; times as `%Y-%m-%dT%H:%M:%SZ`.
+pub fn credentials(
+    last_updated: &str,
+    access_key_id: &str,
+    secret_access_key: &str,
+    token: &str,
+    expiration: &str,
+) -> String {
+    let mut creds = Map::new();
+    creds.insert("Code".into(), "Success".into());
+    creds.insert("LastUpdated".into(), last_updated.into());
+    creds.insert("Type".into(), "AWS-HMAC".into());
+    creds.insert("AccessKeyId".into(), access_key_id.into());
+    creds.insert("SecretAccessKey".into(), secret_access_key.into());
+    creds.insert("Token".into(), token.into());
+    creds.insert("Expiration".into(), expiration.into());
+    pretty(&Value::Object(creds))
+}
+
+/// The two IAM paths for credentials that change over time.
+#[derive(Debug)]
+pub struct MintedIam {
+    issuer: CredentialIssuer,
+    iam: IamConfig,
+    /// `meta-data/iam/info`.
+    pub info_key: String,
+    /// `meta-data/iam/security-credentials/<role>`.
+    pub role_key: String,
+}
+
+impl MintedIam {
+    pub fn new(iam: &IamConfig, issuer: CredentialIssuer) -> MintedIam {
+        MintedIam {
+            issuer,
+            iam: iam.clone(),
+            info_key: "meta-data/iam/info".into(),
+            role_key: format!("meta-data/iam/security-credentials/{}", iam.role_name),
+        }
+    }
+
+    /// The answer for `key` (a path below the version), when it is one of the two.
+    pub fn respond(&self, key: &str, ctx: &RequestContext) -> Option<Result<Response, ()>> {
+        let now = unix_secs(ctx.now);
+        let answer = |c: Credentials, body: String| {
+            let modified = http_date(c.last_updated as i64);
+            ok(TEXT, Some(&modified), body)
+        };
+        if key == self.info_key {
+            return Some(self.issuer.peek(now).map_err(|_| ()).map(|c| {
+                let body = info(&self.iam, &format_utc(c.last_updated as i64));
+                answer(c, body)
+            }));
+        }
+        if key == self.role_key {
+            return Some(self.issuer.issue(now, ctx.peer).map_err(|_| ()).map(|c| {
+                let body = credentials(
+                    &format_utc(c.last_updated as i64),
+                    &c.access_key_id,
+                    &c.secret_access_key,
+                    &c.token,
+                    &format_utc(c.expiration as i64),
+                );
+                answer(c, body)
+            }));
+        }
+        None
+    }
+}
