@@ -217,6 +217,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             keys,
         } => {
             let (cfg, source) = load(config.as_ref())?;
+            up::require_privileges()?;
             let keys = Keys::new(keys.open(&cfg)?)?;
             let snapshot = Snapshot::build(cfg, &keys, &source)?;
             let threads = threads.unwrap_or_else(|| {

@@ -25,6 +25,8 @@ impl Up {
             .command(env!("CARGO_BIN_EXE_imds-tun"))
             .args(["up", "--state-dir"])
             .arg(host.dir().join("state"))
+            .arg("--key-dir")
+            .arg(host.dir().join("keys"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -249,6 +251,8 @@ fn ping_ipv6_second_instance_pcap_and_no_root() {
         .arg(&pcap)
         .arg("--state-dir")
         .arg(host.dir().join("state"))
+        .arg("--key-dir")
+        .arg(host.dir().join("keys"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -289,6 +293,8 @@ fn ping_ipv6_second_instance_pcap_and_no_root() {
         .command(env!("CARGO_BIN_EXE_imds-tun"))
         .args(["up", "--state-dir"])
         .arg(host.dir().join("state"))
+        .arg("--key-dir")
+        .arg(host.dir().join("keys"))
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let err = String::from_utf8_lossy(&second.stderr);
@@ -319,6 +325,8 @@ fn ping_ipv6_second_instance_pcap_and_no_root() {
         .arg(env!("CARGO_BIN_EXE_imds-tun"))
         .args(["up", "--state-dir"])
         .arg(host.dir().join("state-nobody"))
+        .arg("--key-dir")
+        .arg(host.dir().join("keys-nobody"))
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let err = String::from_utf8_lossy(&denied.stderr);

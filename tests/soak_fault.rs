@@ -200,6 +200,8 @@ fn two_hundred_clients_through_five_percent_faults() {
             "--state-dir",
         ])
         .arg(host.dir().join("state"))
+        .arg("--key-dir")
+        .arg(host.dir().join("keys"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -67,11 +67,7 @@ pub enum UpError {
 /// Runs `up` until a stop signal. `snapshot` is the validated, rendered configuration.
 pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpError> {
     let started = Instant::now();
-    // Checked first so that an unprivileged run says the one thing that matters, before any
-    // step fails on a detail (the state directory, the device) and nothing is left behind.
-    if !has_net_admin() {
-        return Err(UpError::NotPrivileged);
-    }
+    require_privileges()?;
     // Block the signals before any thread exists so that every thread inherits the mask and
     // only `sigwait` below receives them.
     let mut signals = SigSet::empty();
@@ -218,6 +214,18 @@ fn reload(cell: &SnapshotCell, opts: &UpOptions, keys: &Keys) {
         Err(e) => tracing::error!(
             "reload of {source} failed, still serving the previous configuration:\n{e}"
         ),
+    }
+}
+
+/// Fails with [`UpError::NotPrivileged`] without CAP_NET_ADMIN. Checked first (callers do it
+/// before opening keys, too) so that an unprivileged run says the one thing that matters,
+/// before any step fails on a detail (the state directory, the device, the key store) and
+/// nothing is left behind.
+pub fn require_privileges() -> Result<(), UpError> {
+    if has_net_admin() {
+        Ok(())
+    } else {
+        Err(UpError::NotPrivileged)
     }
 }
 

@@ -52,6 +52,12 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// The key store every test server of this build shares (created 0700 on first use, under
+/// the target directory, never the host's /var/lib/imds-tun).
+pub fn key_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("keys")
+}
+
 /// `imds-tun serve` on an ephemeral loopback port; killed on drop.
 pub struct Server {
     child: Child,
@@ -62,7 +68,8 @@ impl Server {
     /// Starts the server with `config` (or the embedded default) and waits for its ready line.
     pub fn start(config: Option<&Path>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imds-tun"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--key-dir"])
+            .arg(key_dir());
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
