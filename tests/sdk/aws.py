@@ -4,6 +4,10 @@ The harness (tests/sdk.rs) sets AWS_EC2_METADATA_SERVICE_ENDPOINT=http://$IMDS_T
 IMDS_TUN_ADDR. Every check compares with fixtures/default.json, the configuration the server
 runs, and raises on any mismatch.
 
+The role's credentials are minted and rotate hourly (each valid six hours): they are checked for
+STS's shapes (ASIA key ids, 40-character secrets, session tokens), for agreeing across every
+client, and for an Expiration five to six hours ahead.
+
 IMDSv2 is proved, not assumed: botocore falls back to IMDSv1 silently when the token PUT fails,
 so every fetcher here runs with IMDSv1 disabled (it then refuses to send a request without a
 token), and every request botocore sends is recorded and checked for the token header.
@@ -24,13 +28,11 @@ from botocore.utils import InstanceMetadataFetcher, InstanceMetadataRegionFetche
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 with open(os.path.join(ROOT, "fixtures", "default.json"), encoding="utf-8") as f:
     AWS = json.load(f)["aws"]
-STATIC = AWS["iam"]["credentials"]["static"]
+if "minted" not in AWS["iam"]["credentials"]:
+    raise AssertionError("the default configuration mints the role's credentials")
 ROLE = AWS["iam"]["roleName"]
 ZONE = AWS["metaData"]["placement"]["availability-zone"]
 REGION = AWS["metaData"]["placement"]["region"]
-EXPIRY = datetime.datetime.strptime(STATIC["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(
-    tzinfo=datetime.timezone.utc
-)
 
 BASE = "http://" + os.environ["IMDS_TUN_ADDR"]
 # Two ways to run: against `imds-tun serve` through AWS_EC2_METADATA_SERVICE_ENDPOINT, or
@@ -49,6 +51,27 @@ def check(what, got, want):
     if got != want:
         raise AssertionError(f"{what}: got {got!r}, want {want!r}")
     print(f"ok: {what}")
+
+
+def parse_time(text):
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def check_minted(what, access_key, secret_key, token, expiry):
+    """STS shapes, and an expiry 5 to 6 hours ahead (rotated hourly, valid 6 h)."""
+    if not (access_key.startswith("ASIA") and len(access_key) == 20 and access_key.isalnum()):
+        raise AssertionError(f"{what}: access key {access_key!r}")
+    if len(secret_key) != 40:
+        raise AssertionError(f"{what}: secret key of {len(secret_key)} characters")
+    if not token.startswith("IQoJb3JpZ2luX2Vj"):
+        raise AssertionError(f"{what}: session token prefix")
+    if isinstance(expiry, str):
+        expiry = parse_time(expiry)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    left = (expiry - now).total_seconds()
+    if not 5 * 3600 - 60 < left <= 6 * 3600 + 60:
+        raise AssertionError(f"{what}: expiry {expiry} is {left} s away, not 5 to 6 hours")
+    print(f"ok: {what}: minted credentials, {int(left)} s left")
 
 
 # Record every request botocore's IMDS client sends.
@@ -89,10 +112,17 @@ def assert_v2(label, expected_gets):
 fetcher = InstanceMetadataFetcher(timeout=2, num_attempts=1, config=CONFIG)
 creds = fetcher.retrieve_iam_role_credentials()
 check("fetcher role", creds.get("role_name"), ROLE)
-check("fetcher access key", creds.get("access_key"), STATIC["accessKeyId"])
-check("fetcher secret key", creds.get("secret_key"), STATIC["secretAccessKey"])
-check("fetcher token", creds.get("token"), STATIC["token"])
-check("fetcher expiry", creds.get("expiry_time"), STATIC["expiration"])
+check_minted("fetcher", creds["access_key"], creds["secret_key"], creds["token"], creds["expiry_time"])
+# Everything below is fetched within the same rotation window, unless the hour turns meanwhile.
+FIRST = (creds["access_key"], creds["secret_key"], creds["token"])
+
+
+def same_as_first(what, access_key, secret_key, token):
+    if (access_key, secret_key, token) != FIRST and datetime.datetime.now().minute != 0:
+        raise AssertionError(f"{what}: credentials differ from the fetcher's within one hour")
+    print(f"ok: {what}: the same credentials")
+
+
 assert_v2(
     "credential fetcher",
     [
@@ -116,10 +146,8 @@ if loaded is None:
     raise AssertionError("InstanceMetadataProvider found no credentials")
 check("provider method", loaded.method, "iam-role")
 frozen = loaded.get_frozen_credentials()
-check("provider access key", frozen.access_key, STATIC["accessKeyId"])
-check("provider secret key", frozen.secret_key, STATIC["secretAccessKey"])
-check("provider token", frozen.token, STATIC["token"])
-check("provider expiry", loaded._expiry_time, EXPIRY)
+check_minted("provider", frozen.access_key, frozen.secret_key, frozen.token, loaded._expiry_time)
+same_as_first("provider", frozen.access_key, frozen.secret_key, frozen.token)
 SENT.clear()
 
 # 4. A whole session, as an application builds it: the default chain reaches IMDS through
@@ -129,9 +157,7 @@ session_creds = botocore.session.get_session().get_credentials()
 if session_creds is None:
     raise AssertionError("botocore session found no credentials")
 check("session method", session_creds.method, "iam-role")
-check("session access key", session_creds.access_key, STATIC["accessKeyId"])
-check("session secret key", session_creds.secret_key, STATIC["secretAccessKey"])
-check("session token", session_creds.token, STATIC["token"])
+same_as_first("session", session_creds.access_key, session_creds.secret_key, session_creds.token)
 assert_v2(
     "session chain",
     [
@@ -143,9 +169,7 @@ assert_v2(
 import boto3  # noqa: E402  (installed by the harness; a missing boto3 is a failure)
 
 b3 = boto3.Session(region_name=REGION).get_credentials().get_frozen_credentials()
-check("boto3 access key", b3.access_key, STATIC["accessKeyId"])
-check("boto3 secret key", b3.secret_key, STATIC["secretAccessKey"])
-check("boto3 token", b3.token, STATIC["token"])
+same_as_first("boto3", b3.access_key, b3.secret_key, b3.token)
 SENT.clear()
 
 
@@ -170,6 +194,15 @@ status, _, _ = raw("GET", "/latest/meta-data/instance-id", {"X-aws-ec2-metadata-
 check("GET with a forged token", status, 401)
 status, _, _ = raw("PUT", "/latest/api/token", {})
 check("token PUT without TTL", status, 400)
+
+# iam/info and the credentials agree on LastUpdated, the start of the rotation window.
+_, _, info = raw("GET", "/latest/meta-data/iam/info", {"X-aws-ec2-metadata-token": token})
+_, headers, creds = raw("GET", f"/latest/meta-data/iam/security-credentials/{ROLE}", {"X-aws-ec2-metadata-token": token})
+info, creds = json.loads(info), json.loads(creds)
+check("iam/info LastUpdated", info["LastUpdated"], creds["LastUpdated"])
+updated = parse_time(creds["LastUpdated"])
+check("LastUpdated is on the hour", (updated.minute, updated.second), (0, 0))
+check("Expiration is six hours later", parse_time(creds["Expiration"]) - updated, datetime.timedelta(hours=6))
 
 print("aws: all checks passed")
 sys.exit(0)

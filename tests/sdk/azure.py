@@ -7,8 +7,10 @@ any mismatch.
 
 Covered: ManagedIdentityCredential for the system-assigned identity and for the user-assigned one
 by client_id, object_id and msi_res_id; DefaultAzureCredential reaching managed identity; MSAL's
-ManagedIdentityClient; the JWT claims `az login --identity` reads; and plain HTTP calls for the
-instance document, format=text leaves, the version list and the documented 400 bodies.
+ManagedIdentityClient; every token validated with PyJWT against the JWKS the server publishes at
+/imds-tun/jwks (signature, aud = the resource, iss, exp) plus the claims `az login --identity`
+reads; and plain HTTP calls for the instance document, format=text leaves, the version list and
+the documented 400 bodies.
 """
 
 import base64
@@ -24,6 +26,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 
+import jwt  # noqa: E402  (PyJWT)
 import msal  # noqa: E402
 import requests  # noqa: E402
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential  # noqa: E402
@@ -83,25 +86,60 @@ def jwt_claims(token):
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
+# The server's public keys, as a relying party would fetch them.
+JWKS = jwt.PyJWKClient(BASE + "/imds-tun/jwks", cache_keys=True)
+ISSUER = f"https://sts.windows.net/{AZURE['tenantId']}/"
+ARM = "https://management.azure.com"
+
+
+def verify(what, token, resource, ident):
+    """Validates a minted token end to end: RS256 signature by the JWKS key its kid names,
+    aud = the resource asked for, iss, exp/nbf/iat; then the identity's claims."""
+    key = JWKS.get_signing_key_from_jwt(token)
+    claims = jwt.decode(
+        token,
+        key.key,
+        algorithms=["RS256"],
+        audience=resource,
+        issuer=ISSUER,
+        options={"require": ["exp", "iat", "nbf", "aud", "iss"]},
+    )
+    check(f"{what}: tid", claims["tid"], AZURE["tenantId"])
+    check(f"{what}: appid", claims["appid"], ident["clientId"])
+    check(f"{what}: oid", claims["oid"], ident["objectId"])
+    mirid = ident.get("msiResId", COMPUTE["resourceId"])
+    check(f"{what}: xms_mirid", claims["xms_mirid"], mirid)
+    return claims
+
+
 # --- azure-identity: ManagedIdentityCredential -------------------------------------------------
 
 start = int(time.time())
 token = ManagedIdentityCredential().get_token(ARM_SCOPE)
-check("system-assigned token", token.token, SYSTEM["token"]["accessToken"])
+claims = verify("system-assigned token", token.token, ARM, SYSTEM)
 check_expiry("system-assigned expires_on", token.expires_on, start)
+check("expires_on is the token's exp", token.expires_on, claims["exp"])
 
 token = ManagedIdentityCredential(client_id=USER["clientId"]).get_token(ARM_SCOPE)
-check("user-assigned token by client_id", token.token, USER["token"]["accessToken"])
+verify("user-assigned token by client_id", token.token, ARM, USER)
 check_expiry("user-assigned expires_on", token.expires_on, start)
 
 # azure-identity's identity_config keys; MSAL sends resource_id to IMDS as msi_res_id.
 for key, value in (("object_id", USER["objectId"]), ("resource_id", USER["msiResId"])):
     cred = ManagedIdentityCredential(identity_config={key: value})
-    check(f"user-assigned token by {key}", cred.get_token(ARM_SCOPE).token, USER["token"]["accessToken"])
+    verify(f"user-assigned token by {key}", cred.get_token(ARM_SCOPE).token, ARM, USER)
 
 info = ManagedIdentityCredential().get_token_info("https://vault.azure.net/.default")
-check("get_token_info token", info.token, SYSTEM["token"]["accessToken"])
+verify("get_token_info token", info.token, "https://vault.azure.net", SYSTEM)
 check_expiry("get_token_info expires_on", info.expires_on, start)
+
+# A token for one resource is refused by another resource's validation.
+try:
+    jwt.decode(info.token, JWKS.get_signing_key_from_jwt(info.token).key, algorithms=["RS256"],
+               audience=ARM, issuer=ISSUER)
+    raise AssertionError("a vault token validated for ARM")
+except jwt.InvalidAudienceError:
+    print("ok: a token is bound to its resource")
 
 # An identity the VM does not have: IMDS answers 400, which azure-identity reports as
 # "no identity assigned" rather than a transient failure.
@@ -123,29 +161,27 @@ dac = DefaultAzureCredential(
     exclude_interactive_browser_credential=True,
     exclude_visual_studio_code_credential=True,
 )
-check("DefaultAzureCredential token", dac.get_token(ARM_SCOPE).token, SYSTEM["token"]["accessToken"])
+verify("DefaultAzureCredential token", dac.get_token(ARM_SCOPE).token, ARM, SYSTEM)
 
 # --- MSAL Python: ManagedIdentityClient (what `az login --identity` uses) -----------------------
 
 client = msal.ManagedIdentityClient(msal.SystemAssignedManagedIdentity(), http_client=requests.Session())
 result = client.acquire_token_for_client(resource="https://management.azure.com")
-check("msal system-assigned token", result.get("access_token"), SYSTEM["token"]["accessToken"])
+verify("msal system-assigned token", result.get("access_token"), ARM, SYSTEM)
 if not 0 < int(result.get("expires_in", 0)) <= 86400:
     raise AssertionError(f"msal expires_in {result.get('expires_in')!r}")
 client = msal.ManagedIdentityClient(
     msal.UserAssignedManagedIdentity(client_id=USER["clientId"]), http_client=requests.Session()
 )
 result = client.acquire_token_for_client(resource="https://vault.azure.net")
-check("msal user-assigned token", result.get("access_token"), USER["token"]["accessToken"])
+verify("msal user-assigned token", result.get("access_token"), "https://vault.azure.net", USER)
 
 # `az login --identity` decodes the token without checking the signature and reads these.
-for ident, mirid in ((SYSTEM, COMPUTE["resourceId"]), (USER, USER["msiResId"])):
-    claims = jwt_claims(ident["token"]["accessToken"])
-    check("token tid", claims["tid"], AZURE["tenantId"])
-    check("token iss", claims["iss"], f"https://sts.windows.net/{AZURE['tenantId']}/")
-    check("token appid", claims["appid"], ident["clientId"])
-    check("token oid", claims["oid"], ident["objectId"])
-    check("token xms_mirid", claims["xms_mirid"], mirid)
+claims = jwt_claims(result["access_token"])
+for key in ("tid", "oid", "appid", "xms_mirid", "iss", "aud", "iat", "nbf", "exp"):
+    if key not in claims:
+        raise AssertionError(f"unverified decode lacks {key}")
+print("ok: unverified decode has every claim az reads")
 
 # --- the token endpoint on the wire --------------------------------------------------------------
 
@@ -159,6 +195,9 @@ check("token client_id", doc["client_id"], SYSTEM["clientId"])
 check("token resource", doc["resource"], "https://management.azure.com/")
 check("token type", doc["token_type"], "Bearer")
 check("expires_in agrees with expires_on", int(doc["expires_on"]) - int(doc["expires_in"]) in range(start - 5, int(time.time()) + 5), True)
+claims = verify("token on the wire", doc["access_token"], "https://management.azure.com/", SYSTEM)
+check("expires_on is exp", doc["expires_on"], str(claims["exp"]))
+check("not_before is nbf", doc["not_before"], str(claims["nbf"]))
 
 status, _, body = get("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=r")
 check("token without Metadata header", (status, json.loads(body)),

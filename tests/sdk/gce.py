@@ -4,6 +4,10 @@ The harness (tests/sdk.rs) starts the server with the default configuration and 
 GCE_METADATA_HOST and GCE_METADATA_IP to its host:port: google-auth sends its detection ping
 to GCE_METADATA_IP and every data request to GCE_METADATA_HOST. Any mismatch raises, so the
 script exits non-zero.
+
+Tokens are minted: access tokens are opaque `ya29.` strings that follow `scopes=`; ID tokens
+(IDTokenCredentials asks with format=full) are validated with PyJWT against the JWKS the server
+publishes at /imds-tun/jwks: signature, aud, iss, exp, and the format=full claims.
 """
 
 import datetime
@@ -15,6 +19,7 @@ import google.auth
 import google.auth.exceptions
 import google.auth.transport.requests
 import google.oauth2.id_token
+import jwt  # PyJWT
 from google.auth import compute_engine
 from google.auth.compute_engine import _metadata
 
@@ -25,6 +30,30 @@ def check(what, got, want):
     if got != want:
         raise AssertionError(f"{what}: got {got!r}, want {want!r}")
     print(f"ok  {what}")
+
+
+def verify_id_token(what, token, audience, email, instance, project):
+    """PyJWT validation against the server's JWKS, then the format=full claims."""
+    host = os.environ.get("GCE_METADATA_HOST", "metadata.google.internal")
+    keys = jwt.PyJWKClient(f"http://{host}/imds-tun/jwks")
+    claims = jwt.decode(
+        token,
+        keys.get_signing_key_from_jwt(token).key,
+        algorithms=["RS256"],
+        audience=audience,
+        issuer="https://accounts.google.com",
+        options={"require": ["exp", "iat", "aud", "iss", "sub"]},
+    )
+    check(f"{what}: email (format=full)", claims.get("email"), email)
+    check(f"{what}: email_verified", claims.get("email_verified"), True)
+    check(f"{what}: azp is sub", claims["azp"], claims["sub"])
+    ce = claims["google"]["compute_engine"]
+    check(f"{what}: project_id", ce["project_id"], project["project-id"])
+    check(f"{what}: project_number", ce["project_number"], project["numeric-project-id"])
+    check(f"{what}: instance_id", ce["instance_id"], str(instance["id"]))
+    check(f"{what}: instance_name", ce["instance_name"], instance["name"])
+    check(f"{what}: zone", ce["zone"], instance["zone"].rsplit("/", 1)[-1])
+    return claims
 
 
 def main():
@@ -41,8 +70,6 @@ def main():
         gce = json.load(f)["gce"]
     project, instance = gce["project"], gce["instance"]
     (email, account), = gce["serviceAccounts"].items()
-    access_token = account["token"]["accessToken"]
-    id_token = account["identity"]["idToken"]
     request = google.auth.transport.requests.Request()
 
     # Detection: GET / on GCE_METADATA_IP must be 200 with Metadata-Flavor: Google.
@@ -87,7 +114,11 @@ def main():
         info,
     )
     token, expiry = _metadata.get_service_account_token(request, email)
-    check("get_service_account_token(email)", token, access_token)
+    check("get_service_account_token(email) is a Google-style token", token.startswith("ya29."), True)
+    scoped, _ = _metadata.get_service_account_token(
+        request, email, scopes=["https://www.googleapis.com/auth/devstorage.read_only"]
+    )
+    check("scopes= choose another token", scoped != token and scoped.startswith("ya29."), True)
 
     # Missing paths are errors, not values.
     try:
@@ -100,7 +131,7 @@ def main():
     # Compute Engine credentials: refresh() reads the token and a numeric expires_in.
     creds = compute_engine.Credentials()
     creds.refresh(request)
-    check("Credentials.token", creds.token, access_token)
+    check("Credentials.token is minted", creds.token.startswith("ya29.c."), True)
     check("Credentials.service_account_email", creds.service_account_email, email)
     now = datetime.datetime.utcnow()
     if not (creds.expiry and creds.expiry > now + datetime.timedelta(minutes=30)):
@@ -113,19 +144,22 @@ def main():
     check("google.auth.default() type", type(adc).__name__, "Credentials")
     check("google.auth.default() project", adc_project, project["project-id"])
     adc.refresh(request)
-    check("google.auth.default() token", adc.token, access_token)
+    check("google.auth.default() token", adc.token.startswith("ya29.c."), True)
 
-    # ID tokens from the identity endpoint (a static token for now).
+    # ID tokens from the identity endpoint: IDTokenCredentials asks with format=full.
     idc = compute_engine.IDTokenCredentials(
         request, "https://example.com", use_metadata_identity_endpoint=True
     )
     idc.refresh(request)
-    check("IDTokenCredentials.token", idc.token, id_token)
-    check(
-        "fetch_id_token",
-        google.oauth2.id_token.fetch_id_token(request, "https://example.com"),
-        id_token,
-    )
+    claims = verify_id_token("IDTokenCredentials", idc.token, "https://example.com", email, instance, project)
+    check("IDTokenCredentials.expiry is exp", int(idc.expiry.replace(tzinfo=datetime.timezone.utc).timestamp()), claims["exp"])
+    fetched = google.oauth2.id_token.fetch_id_token(request, "https://other.example.com")
+    verify_id_token("fetch_id_token", fetched, "https://other.example.com", email, instance, project)
+    try:
+        jwt.decode(fetched, options={"verify_signature": False, "verify_aud": True}, audience="https://example.com")
+        raise AssertionError("an ID token for one audience validated for another")
+    except jwt.InvalidAudienceError:
+        print("ok  an ID token is bound to its audience")
     print("all google-auth checks passed")
 
 
