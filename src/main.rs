@@ -34,6 +34,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve metadata on kernel sockets (no root needed).

@@ -34,45 +34,47 @@ pub fn claims(token: &str) -> Option<Map<String, Value>> {
     }
 }
 
+/// (Tests.) Verifies a token against a JWKS document the way a relying party does: find the key
+/// by `kid`, rebuild it from `n` and `e`, check the RS256 signature.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub fn verify_with_jwks(token: &str, jwks: &str) -> Result<Map<String, Value>, String> {
     use rsa::pkcs1v15::{Signature, VerifyingKey};
     use rsa::signature::Verifier;
     use rsa::{BigUint, RsaPublicKey};
     use sha2::Sha256;
 
-    /// Verifies a token against a JWKS document the way a relying party does: find the key
-    /// by `kid`, rebuild it from `n` and `e`, check the RS256 signature.
-    pub fn verify_with_jwks(token: &str, jwks: &str) -> Result<Map<String, Value>, String> {
-        let parts: Vec<&str> = token.split('.').collect();
-        let [h, p, s] = parts.as_slice() else {
-            return Err("not three parts".into());
-        };
-        let header: Value = serde_json::from_slice(&B64.decode(h).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        if header["alg"] != "RS256" {
-            return Err(format!("alg {}", header["alg"]));
-        }
-        let jwks: Value = serde_json::from_str(jwks).map_err(|e| e.to_string())?;
-        let key = jwks["keys"]
-            .as_array()
-            .and_then(|ks| ks.iter().find(|k| k["kid"] == header["kid"]))
-            .ok_or("no key with that kid")?;
-        let int = |name: &str| -> Result<BigUint, String> {
-            let text = key[name].as_str().ok_or("missing")?;
-            Ok(BigUint::from_bytes_be(
-                &B64.decode(text).map_err(|e| e.to_string())?,
-            ))
-        };
-        let public = RsaPublicKey::new(int("n")?, int("e")?).map_err(|e| e.to_string())?;
-        let signature = Signature::try_from(B64.decode(s).map_err(|e| e.to_string())?.as_slice())
-            .map_err(|e| e.to_string())?;
-        VerifyingKey::<Sha256>::new(public)
-            .verify(format!("{h}.{p}").as_bytes(), &signature)
-            .map_err(|e| e.to_string())?;
-        claims(token).ok_or_else(|| "claims are not an object".into())
+    let parts: Vec<&str> = token.split('.').collect();
+    let [h, p, s] = parts.as_slice() else {
+        return Err("not three parts".into());
+    };
+    let header: Value = serde_json::from_slice(&B64.decode(h).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    if header["alg"] != "RS256" {
+        return Err(format!("alg {}", header["alg"]));
     }
+    let jwks: Value = serde_json::from_str(jwks).map_err(|e| e.to_string())?;
+    let key = jwks["keys"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|k| k["kid"] == header["kid"]))
+        .ok_or("no key with that kid")?;
+    let int = |name: &str| -> Result<BigUint, String> {
+        let text = key[name].as_str().ok_or("missing")?;
+        Ok(BigUint::from_bytes_be(
+            &B64.decode(text).map_err(|e| e.to_string())?,
+        ))
+    };
+    let public = RsaPublicKey::new(int("n")?, int("e")?).map_err(|e| e.to_string())?;
+    let signature = Signature::try_from(B64.decode(s).map_err(|e| e.to_string())?.as_slice())
+        .map_err(|e| e.to_string())?;
+    VerifyingKey::<Sha256>::new(public)
+        .verify(format!("{h}.{p}").as_bytes(), &signature)
+        .map_err(|e| e.to_string())?;
+    claims(token).ok_or_else(|| "claims are not an object".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn tokens_verify_against_the_jwks_and_nothing_else() {
@@ -97,6 +99,3 @@ mod tests {
         assert_eq!(jwks["keys"][0]["e"], "AQAB");
     }
 }
-
-#[cfg(test)]
-pub use tests::verify_with_jwks;

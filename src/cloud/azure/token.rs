@@ -193,8 +193,10 @@ mod tests {
     }
 
     fn config(ids: Vec<Identity>) -> AzureConfig {
-        let mut c = AzureConfig::default();
-        c.tenant_id = "8f9b7c52-3e1a-4d6b-9c0e-5a2f41d7e6b3".into();
+        let mut c = AzureConfig {
+            tenant_id: "8f9b7c52-3e1a-4d6b-9c0e-5a2f41d7e6b3".into(),
+            ..AzureConfig::default()
+        };
         c.instance.compute.insert(
             "resourceId".into(),
             Value::String(

@@ -269,9 +269,9 @@ impl Gce {
                 Reply::Static(if json { &value.json } else { &value.text })
             }
             Route::Token(i) => match mount.tokens.get(*i).and_then(Option::as_ref) {
-                Some(TokenRoute::Static { json, text }) => Reply::Static(match params.alt {
-                    Some(Alt::Text) => text,
-                    _ => json,
+                Some(TokenRoute::Static(answers)) => Reply::Static(match params.alt {
+                    Some(Alt::Text) => &answers.text,
+                    _ => &answers.json,
                 }),
                 Some(TokenRoute::Minted(issuer)) => {
                     let now = crate::identity::unix_secs(ctx.now);

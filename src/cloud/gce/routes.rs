@@ -47,9 +47,16 @@ pub struct ValueRoute {
 #[derive(Debug)]
 pub enum TokenRoute {
     /// A static token, rendered once.
-    Static { json: Prebuilt, text: Prebuilt },
+    Static(Box<StaticTokenRoute>),
     /// Tokens issued per request.
     Minted(Arc<Issuer>),
+}
+
+/// A static token's two forms.
+#[derive(Debug)]
+pub struct StaticTokenRoute {
+    pub json: Prebuilt,
+    pub text: Prebuilt,
 }
 
 /// An identity endpoint's answers, for one account.
@@ -204,10 +211,10 @@ fn set_etag(mut r: Response, etag: &str) -> Response {
 fn token_route(account: &Account) -> Option<TokenRoute> {
     let token = account.access_token.as_ref()?;
     let (json, text) = token_answers(token, u64::from(account.expires_in));
-    Some(TokenRoute::Static {
+    Some(TokenRoute::Static(Box::new(StaticTokenRoute {
         json: json.prebuild(),
         text: text.prebuild(),
-    })
+    })))
 }
 
 /// `{"access_token","expires_in","token_type"}` and its `alt=text` form, both with the ETag of
