@@ -17,7 +17,7 @@ use rsa::signature::{SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256};
-use x509_cert::der::{Encode, EncodePem};
+use x509_cert::der::EncodePem;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::Certificate;
 
@@ -223,9 +223,4 @@ fn jwks_of(key: &RsaPublicKey) -> (String, String) {
     })
     .to_string();
     (kid, jwks)
-}
-
-/// DER of a certificate (infallible for certificates we built or parsed).
-pub fn cert_der(cert: &Certificate) -> Vec<u8> {
-    cert.to_der().unwrap_or_default()
 }
