@@ -224,3 +224,31 @@ fn jwks_of(key: &RsaPublicKey) -> (String, String) {
     .to_string();
     (kid, jwks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_kid_only_and_leaves_chain_to_the_ca() {
+        let keys = IdentityKeys::fixed();
+        let debug = format!("{keys:?}");
+        assert_eq!(
+            debug,
+            format!("IdentityKeys {{ kid: {:?}, .. }}", keys.kid())
+        );
+        for leaf in [Leaf::Azure, Leaf::Aws] {
+            let cert = &keys.leaf(leaf).tbs_certificate;
+            assert_eq!(cert.issuer, keys.ca().tbs_certificate.subject);
+            assert_eq!(cert.validity, keys.ca().tbs_certificate.validity);
+        }
+        assert_ne!(
+            keys.leaf(Leaf::Azure).tbs_certificate.serial_number,
+            keys.leaf(Leaf::Aws).tbs_certificate.serial_number
+        );
+        assert!(keys.ca_pem().starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert_ne!(keys.mac("a", &[b"x"]), keys.mac("b", &[b"x"]));
+        assert_ne!(keys.mac("a", &[b"x", b"y"]), keys.mac("a", &[b"xy"]));
+        assert_eq!(keys.mac_stream("a", &[b"x"], 70).len(), 70);
+    }
+}
