@@ -1,5 +1,8 @@
 //! The kernel-socket front door: `imds-tun serve --listen ADDR:PORT`.
 //!
+//! Every listener is one front door ([`FrontDoor`]): the metadata door of `serve --listen`, or
+//! one of the token doors ([`crate::doors`]).
+//!
 //! Contract: accepts TCP connections on each address and runs the shared request loop
 //! ([`crate::http::exchange::respond_all`]) over them, with HTTP/1.1 keep-alive and
 //! pipelining, HTTP/1.0 (closed after one response), bounded buffering, an idle timeout (no
@@ -16,8 +19,9 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cloud::RequestContext;
-use crate::http::exchange::{respond_all, Outgoing};
+use crate::cloud::{Door, RequestContext};
+use crate::doors::HimdsKeys;
+use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
 use crate::snapshot::SnapshotCell;
 
 /// Binds every address; fails on the first that cannot be bound.
@@ -32,14 +36,38 @@ pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
-/// Serves connections on `listener` until the task is dropped.
+/// Which door a listener is, and the state of its own a door may need.
+#[derive(Clone, Debug)]
+pub enum FrontDoor {
+    /// A door whose answers depend on the snapshot alone.
+    Plain(Door),
+    /// Azure Arc's HIMDS, with its key ring and key files.
+    Himds(Arc<HimdsKeys>),
+}
+
+impl FrontDoor {
+    fn door(&self) -> Door {
+        match self {
+            FrontDoor::Plain(d) => *d,
+            FrontDoor::Himds(_) => Door::Himds,
+        }
+    }
+}
+
+/// Serves connections on `listener` as the metadata door until the task is dropped.
 pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
+    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
+}
+
+/// Serves connections on `listener` as `door` until the task is dropped.
+pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let cell = Arc::clone(&cell);
+                let door = door.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, cell).await {
+                    if let Err(e) = connection(stream, peer, cell, door).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -57,6 +85,7 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
+    door: FrontDoor,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -95,8 +124,14 @@ async fn connection(
             now: SystemTime::now(),
             peer,
             local,
+            door: door.door(),
         };
-        let progress = respond_all(&buf, &snapshot, &ctx, &limits, &mut out);
+        let progress = match &door {
+            FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),
+            FrontDoor::Himds(keys) => respond_all_with(&buf, &limits, &mut out, |req| {
+                keys.respond(&snapshot, req, &ctx)
+            }),
+        };
         for o in out.drain(..) {
             stream.write_all(&o.bytes).await?;
         }

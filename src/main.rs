@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use imds_tun::config::{self, Config};
 use imds_tun::device::Paths;
+use imds_tun::doors::Doors;
 use imds_tun::engine::up::{self, FaultSpec, UpOptions};
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
 
@@ -45,6 +46,8 @@ enum Command {
         /// Address to listen on; repeatable.
         #[arg(long, short, required = true)]
         listen: Vec<SocketAddr>,
+        #[command(flatten)]
+        doors: DoorArgs,
     },
     /// Validate a configuration file; exit 0 only when it is valid.
     ///
@@ -78,6 +81,8 @@ enum Command {
         fault: Option<FaultSpec>,
         #[command(flatten)]
         paths: PathArgs,
+        #[command(flatten)]
+        doors: DoorArgs,
     },
     /// Undo what a crashed or killed `up` left behind (device, routes, hosts block, lock).
     ///
@@ -91,6 +96,30 @@ enum Command {
     },
     /// Print the embedded default configuration, a starting point for your own.
     DefaultConfig,
+}
+
+/// The token doors besides 169.254.169.254 (each also enabled by its configuration section).
+#[derive(clap::Args)]
+struct DoorArgs {
+    /// Serve Azure Arc's HIMDS on localhost:40342, with its key-file challenge in
+    /// /var/opt/azcmagent/tokens ($.azure.himds).
+    #[arg(long)]
+    himds: bool,
+    /// Serve an App Service identity endpoint (IDENTITY_ENDPOINT + IDENTITY_HEADER;
+    /// $.azure.appService).
+    #[arg(long)]
+    app_service: bool,
+    /// Serve the legacy VM extension endpoint on localhost:50342 ($.azure.legacyMsi).
+    #[arg(long)]
+    legacy_msi: bool,
+}
+
+impl DoorArgs {
+    fn apply(&self, cfg: &mut Config) {
+        cfg.azure.himds.enabled |= self.himds;
+        cfg.azure.app_service.enabled |= self.app_service;
+        cfg.azure.legacy_msi.enabled |= self.legacy_msi;
+    }
 }
 
 /// Where `up` keeps its record and lock, and which hosts file it edits.
@@ -157,10 +186,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             pcap,
             fault,
             paths,
+            doors,
         } => {
-            let (cfg, source) = load(config.as_ref())?;
-            let keys = Keys::generate()?;
-            let snapshot = Snapshot::build(cfg, &keys, &source)?;
+            let (snapshot, keys) = prepare(config.as_ref(), &doors)?;
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
@@ -180,12 +208,25 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("imds-tun: {report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { config, listen } => {
-            let (cfg, source) = load(config.as_ref())?;
-            let snapshot = Snapshot::build(cfg, &Keys::generate()?, &source)?;
-            serve(snapshot, &listen)
+        Command::Serve {
+            config,
+            listen,
+            doors,
+        } => {
+            let (snapshot, keys) = prepare(config.as_ref(), &doors)?;
+            serve(snapshot, &keys, &listen)
         }
     }
+}
+
+/// The snapshot to run with: the configuration, the doors the command line turns on, and
+/// this run's keys.
+fn prepare(config: Option<&PathBuf>, doors: &DoorArgs) -> anyhow::Result<(Snapshot, Keys)> {
+    let (mut cfg, source) = load(config)?;
+    doors.apply(&mut cfg);
+    let keys = Keys::generate()?;
+    let snapshot = Snapshot::build(cfg, &keys, &source)?;
+    Ok((snapshot, keys))
 }
 
 /// Loads the named file, or the embedded default, with environment overrides.
@@ -202,8 +243,9 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<(Config, String)> {
     }
 }
 
-fn serve(snapshot: Snapshot, listen: &[SocketAddr]) -> anyhow::Result<ExitCode> {
+fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Result<ExitCode> {
     let clouds = up::clouds(&snapshot.config);
+    let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -217,8 +259,16 @@ fn serve(snapshot: Snapshot, listen: &[SocketAddr]) -> anyhow::Result<ExitCode> 
             tokio::spawn(imds_tun::listen::serve(l, Arc::clone(&cell)));
         }
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+        let doors = Doors::open(&config, keys, &cell, &tokio::runtime::Handle::current())?;
         println!("imds-tun: serving {clouds} on {}", addrs.join(", "));
-        wait_for_shutdown().await?;
+        for line in doors.env_lines() {
+            println!("{line}");
+        }
+        let result = wait_for_shutdown().await;
+        for line in doors.close() {
+            tracing::info!("undone: {line}");
+        }
+        result?;
         Ok(ExitCode::SUCCESS)
     })
 }

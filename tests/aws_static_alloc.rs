@@ -47,6 +47,7 @@ fn count(snapshot: &Snapshot, request: &[u8], status: &str) -> usize {
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(NOW),
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
+        door: Default::default(),
     };
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
     respond_all(request, snapshot, &ctx, &limits, &mut out);

@@ -75,6 +75,7 @@ fn azure_static_answers_allocate_nothing() {
         now: SystemTime::UNIX_EPOCH,
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
+        door: Default::default(),
     };
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
     for (status, target, extra) in REQUESTS {

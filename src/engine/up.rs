@@ -21,6 +21,7 @@ use super::driver::{self, Stop};
 use super::Engine;
 use crate::config::{self, Config};
 use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
+use crate::doors::{DoorError, Doors};
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use crate::tcp::TcpConfig;
 
@@ -60,6 +61,8 @@ pub enum UpError {
     Signal(#[from] nix::Error),
     #[error("imds-tun up needs root (CAP_NET_ADMIN) to create the TUN device and routes: run it with sudo")]
     NotPrivileged,
+    #[error(transparent)]
+    Doors(#[from] DoorError),
     #[error("engine thread {queue} failed: {message}")]
     Engine { queue: usize, message: String },
 }
@@ -84,7 +87,17 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     let tcp = tcp_config(&snapshot.config, &plan.routes);
     let mut guard = HostSetup::apply(&plan)?;
     let queues = guard.take_queues();
+    let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
+    // The token doors on kernel sockets (HIMDS, App Service, legacy MSI) run on a small
+    // runtime of their own; its threads inherit the blocked signals.
+    let doors = match open_doors(&config, &keys, &cell) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = guard.teardown();
+            return Err(e);
+        }
+    };
     let stop = Stop::new()?;
     let isn_key = random_key()?;
 
@@ -140,6 +153,11 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         if threads.len() == 1 { "" } else { "s" },
         started.elapsed().as_millis()
     );
+    if let Some((d, _)) = &doors {
+        for line in d.env_lines() {
+            println!("{line}");
+        }
+    }
 
     while signals.wait()? == Signal::SIGHUP {
         reload(&cell, &opts, &keys);
@@ -159,6 +177,12 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
             }
         }
     }
+    if let Some((d, runtime)) = doors {
+        for line in d.close() {
+            tracing::info!("undone: {line}");
+        }
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
     let report = guard.teardown()?;
     for line in &report.undone {
         tracing::info!("undone: {line}");
@@ -167,6 +191,26 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Opens the token doors the configuration enables, each on the returned runtime; `None`
+/// when there is nothing to open but ECS's routed address (whose env line is printed anyway).
+fn open_doors(
+    config: &Config,
+    keys: &Keys,
+    cell: &Arc<SnapshotCell>,
+) -> Result<Option<(Doors, tokio::runtime::Runtime)>, UpError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("imds-tun-doors")
+        .enable_all()
+        .build()?;
+    let doors = Doors::open(config, keys, cell, runtime.handle())?;
+    if doors.is_empty() && doors.env_lines().is_empty() {
+        runtime.shutdown_background();
+        return Ok(None);
+    }
+    Ok(Some((doors, runtime)))
 }
 
 /// What `up` changes on the host for this configuration.
@@ -179,6 +223,11 @@ fn plan(config: &Config, opts: &UpOptions) -> Plan {
         opts.threads.max(1)
     };
     plan.routes = vec![IpAddr::V4(METADATA_V4)];
+    let ecs = &config.aws.container_credentials;
+    let ecs_address = IpAddr::V4(crate::config::doors::ECS_ADDRESS);
+    if config.aws.enabled && ecs.enabled {
+        plan.routes.push(ecs_address);
+    }
     for extra in &config.server.addresses {
         if !plan.routes.contains(extra) {
             plan.routes.push(*extra);

@@ -25,6 +25,7 @@
 //! `events/maintenance/scheduled` is whatever `metaData` says (`[]` in the default).
 
 pub mod answers;
+pub mod ecs;
 pub mod jackson;
 pub mod timestamp;
 pub mod token;
@@ -88,6 +89,8 @@ pub struct Aws {
     disabled: bool,
     required: bool,
     hop_limit: u8,
+    /// ECS container credentials, when `$.aws.containerCredentials` is on.
+    ecs: Option<ecs::Ecs>,
 }
 
 /// What the request rules decided before routing.
@@ -113,6 +116,7 @@ impl Aws {
             required: config.imdsv2 == Imdsv2::Required,
             // Validation keeps it in 1..=64.
             hop_limit: u8::try_from(config.hop_limit).unwrap_or(1),
+            ecs: ecs::Ecs::build(config),
         }
     }
 
@@ -185,6 +189,12 @@ impl Aws {
             return Verdict::Error(&e.unauthorized_pre, &e.unauthorized);
         }
         Verdict::Route
+    }
+
+    /// The answer at the container-credentials door (169.254.170.2), or `None` when the path
+    /// is not a credentials path there (it is then answered as at 169.254.169.254).
+    pub fn respond_container_credentials<'s>(&'s self, req: &Request<'_>) -> Option<Reply<'s>> {
+        self.ecs.as_ref()?.respond(req)
     }
 
     /// The answer for a path no cloud owns, in this cloud's style.

@@ -23,10 +23,16 @@
 //! (GET, and POST to approve; its own api-versions), `/metadata/identity/info` and
 //! `/metadata/identity/oauth2/token` (api-version 2018-02-01 or later). `/metadata/attested/
 //! document` needs signing and is not served yet (404).
+//!
+//! The other token doors answer from the same identities with their own rules: [`himds`]
+//! (Azure Arc, with the key-file challenge), [`app_service`] and [`legacy_msi`].
 
+pub mod app_service;
 mod errors;
 mod events;
+pub mod himds;
 mod instance;
+pub mod legacy_msi;
 mod rules;
 mod token;
 mod tree;
@@ -85,11 +91,17 @@ pub struct Azure {
     /// 200 to an approval.
     events_accepted: Prebuilt,
     has_loadbalancer: bool,
+    /// The HIMDS door: where its key files are (the realm's directory), its own errors.
+    himds_key_directory: String,
+    himds_errors: himds::HimdsErrors,
+    /// The App Service door's `X-IDENTITY-HEADER` secret and errors.
+    app_service_header: String,
+    app_service_errors: app_service::AppServiceErrors,
 }
 
 impl Azure {
     /// Renders every static answer of `config` (already validated).
-    pub fn build(config: &AzureConfig, _keys: &Keys, _problems: &mut Problems) -> Azure {
+    pub fn build(config: &AzureConfig, keys: &Keys, _problems: &mut Problems) -> Azure {
         let versions = ApiVersions::new(config.api_versions.as_deref());
         let events_versions = ApiVersions::from_static(&SCHEDULED_EVENTS_API_VERSIONS);
         let mut routes = HashMap::new();
@@ -146,6 +158,10 @@ impl Azure {
                 .header("Server", errors::SERVER)
                 .prebuild(),
             has_loadbalancer: config.loadbalancer.is_some(),
+            himds_key_directory: config.himds.key_directory.display().to_string(),
+            himds_errors: himds::HimdsErrors::render(),
+            app_service_header: app_service::app_service_header(config, keys),
+            app_service_errors: app_service::AppServiceErrors::render(),
         }
     }
 
@@ -291,6 +307,26 @@ impl Azure {
         self.json_only(query, answer)
     }
 
+    /// The checks every identity endpoint of every door makes first, in the identity error
+    /// style: `X-Forwarded-For` and `Metadata: true`, GET, a well-formed query.
+    fn identity_request<'s, 'q>(&'s self, req: &Request<'q>) -> Result<Query<'q>, Reply<'s>> {
+        let e = &self.errors.identity;
+        match check_headers(req) {
+            Err(HeaderProblem::Forwarded) => return Err(Reply::Static(&e.forwarded)),
+            Err(HeaderProblem::MissingMetadata) => return Err(Reply::Static(&e.missing_metadata)),
+            Ok(()) => {}
+        }
+        if req.method != Method::Get {
+            return Err(Reply::Dynamic(errors::identity_method_not_allowed(
+                req.path, req.method,
+            )));
+        }
+        parse_query(req.query).map_err(|p| match p {
+            QueryProblem::Duplicate => Reply::Static(&e.duplicate_query),
+            _ => Reply::Static(&e.bad_query),
+        })
+    }
+
     /// `/metadata/identity/info` and `/metadata/identity/oauth2/token`.
     fn identity<'s>(
         &'s self,
@@ -299,18 +335,9 @@ impl Azure {
         ctx: &RequestContext,
     ) -> Reply<'s> {
         let e = &self.errors.identity;
-        match check_headers(req) {
-            Err(HeaderProblem::Forwarded) => return Reply::Static(&e.forwarded),
-            Err(HeaderProblem::MissingMetadata) => return Reply::Static(&e.missing_metadata),
-            Ok(()) => {}
-        }
-        if req.method != Method::Get {
-            return Reply::Dynamic(errors::identity_method_not_allowed(req.path, req.method));
-        }
-        let query = match parse_query(req.query) {
+        let query = match self.identity_request(req) {
             Ok(q) => q,
-            Err(QueryProblem::Duplicate) => return Reply::Static(&e.duplicate_query),
-            Err(_) => return Reply::Static(&e.bad_query),
+            Err(answer) => return answer,
         };
         let version_ok = query
             .api_version
