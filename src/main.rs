@@ -261,8 +261,10 @@ fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Resu
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
         let doors = Doors::open(&config, keys, &cell, &tokio::runtime::Handle::current())?;
         println!("imds-tun: serving {clouds} on {}", addrs.join(", "));
+        // Whoever started us may read only the first line: a closed stdout is no failure.
+        let mut out = std::io::stdout();
         for line in doors.env_lines() {
-            println!("{line}");
+            let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
         }
         let result = wait_for_shutdown().await;
         for line in doors.close() {

@@ -8,7 +8,7 @@
 //! leaves the running snapshot in place.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -154,8 +154,10 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         started.elapsed().as_millis()
     );
     if let Some((d, _)) = &doors {
+        // Whoever started us may read only the ready line: a closed stdout is no failure.
+        let mut out = std::io::stdout();
         for line in d.env_lines() {
-            println!("{line}");
+            let _ = writeln!(out, "{line}");
         }
     }
 
