@@ -106,6 +106,9 @@ fn is_aws_date(seg: &str) -> bool {
 }
 
 #[cfg(test)]
+mod door_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
