@@ -20,8 +20,9 @@ pub struct ServerConfig {
     /// A request must arrive complete within this many seconds of its first byte.
     pub header_timeout_secs: u64,
     /// Addresses routed to the TUN device besides 169.254.169.254 (`up` only), e.g.
-    /// `169.254.170.2` for ECS-style container credentials or `fd00:ec2::254` for IMDS over
-    /// IPv6. Each answers every enabled cloud on port 80.
+    /// `fd00:ec2::254` for IMDS over IPv6. Each answers every enabled cloud on port 80.
+    /// (169.254.170.2 is routed by `$.aws.containerCredentials.enabled` too, and there the
+    /// container-credentials path answers as well.)
     pub addresses: Vec<std::net::IpAddr>,
 }
 

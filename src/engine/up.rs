@@ -6,6 +6,11 @@
 //! line when the metadata address answers. SIGHUP reloads the configuration file: the new
 //! one is validated and rendered in full before it replaces the snapshot, and an invalid one
 //! leaves the running snapshot in place.
+//!
+//! The token doors on kernel sockets (HIMDS, App Service, legacy MSI; [`crate::doors`]) run
+//! beside the engine threads on a small runtime; their env lines follow the ready line and what
+//! they created (HIMDS key files, directory, group) is removed before the host is restored.
+//! ECS container credentials add 169.254.170.2 to the routes.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
