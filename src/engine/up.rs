@@ -253,6 +253,8 @@ fn tcp_config(config: &Config, routes: &[IpAddr]) -> TcpConfig {
         listen: routes.iter().map(|a| SocketAddr::new(*a, 80)).collect(),
         idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
         header_timeout: Duration::from_secs(config.server.header_timeout_secs),
+        max_established: config.server.max_connections,
+        max_half_open: config.server.max_half_open,
         ..TcpConfig::default()
     }
 }
