@@ -706,7 +706,7 @@ def aws_token(ns):
     return body.decode().strip()
 
 
-def run_contender(name, args, binary, reference, tmp, cpus_server, cpus_client):
+def run_contender(name, args, binary, reference, tmp, cpus_server, cpus_client, do_idle=True):
     """Runs one contender in a fresh namespace; returns its result dict (never raises)."""
     res = {"ok": False, "error": None, "clouds": {}}
     if name in ("up", "serve") and not binary:
@@ -718,14 +718,14 @@ def run_contender(name, args, binary, reference, tmp, cpus_server, cpus_client):
             first = next((l for l in text.splitlines() if l.startswith("error")), text[:200])
             res["error"] = f"`imds-tun up` is not available in this build ({first.strip()})"
             return res
-    ctmp = os.path.join(tmp, name)
-    os.makedirs(ctmp, exist_ok=True)
+    ctmp = tempfile.mkdtemp(prefix=name + "-", dir=tmp)
+    os.chmod(ctmp, 0o755)
     hosts = os.path.join(ctmp, "hosts")
     shutil.copy("/etc/hosts", hosts)
     ns = None
     srv = None
     try:
-        ns = Netns(f"{args.ns_prefix}-{name}")
+        ns = Netns(f"{args.ns_prefix}-{name}-{os.path.basename(ctmp).split('-')[-1]}")
         ns.sysctl("net.ipv4.tcp_tw_reuse", 1)
         if name == "up":
             argv = [binary, "up"]
@@ -781,7 +781,7 @@ def run_contender(name, args, binary, reference, tmp, cpus_server, cpus_client):
                 log(f"{name}/{cloud}: FAILED: {e}")
                 if not srv.alive():
                     raise RuntimeError(f"server died: {e}")
-        if args.idle_conns > 0:
+        if args.idle_conns > 0 and do_idle:
             log(f"{name}: {args.idle_conns} idle keep-alive connections")
             try:
                 res["idle"] = idle_connections(ns, srv, args, http_request_bytes(first_cloud),
@@ -812,6 +812,39 @@ def run_contender(name, args, binary, reference, tmp, cpus_server, cpus_client):
         if ns:
             ns.close()
     return res
+
+
+def merge_rounds(runs):
+    """One result from several rounds: per cloud and mode, the round with the median req/s
+    (so its latency and CPU figures come from that same run); every round's req/s is kept."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    out["rounds"] = len(runs)
+    out["ok"] = all(r.get("ok") for r in runs)
+    out["error"] = next((r["error"] for r in runs if r.get("error")), None)
+    ready = sorted(r["ready_ms"] for r in runs if r.get("ready_ms") is not None)
+    if ready:
+        out["ready_ms"] = ready[(len(ready) - 1) // 2]
+        out["ready_ms_rounds"] = [r.get("ready_ms") for r in runs]
+    out["clouds"] = {}
+    for cloud in runs[0].get("clouds", {}):
+        merged = dict(runs[0]["clouds"][cloud])
+        for mode in ("keepalive", "close"):
+            cands = [r["clouds"][cloud][mode] for r in runs
+                     if mode in r.get("clouds", {}).get(cloud, {})]
+            if not cands:
+                continue
+            cands.sort(key=lambda m: m["rps"])
+            best = dict(cands[(len(cands) - 1) // 2])
+            best["rps_rounds"] = [m["rps"] for m in cands]
+            merged[mode] = best
+        errs = [r["clouds"][cloud]["error"] for r in runs
+                if r.get("clouds", {}).get(cloud, {}).get("error")]
+        if errs:
+            merged["error"] = errs[0]
+        out["clouds"][cloud] = merged
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -925,7 +958,8 @@ def render_table(doc):
     s = doc["settings"]
     out.append(f"imds-tun bench  {doc['date']}  Linux {doc['host']['kernel']}  "
                f"{doc['host']['nproc']} CPUs  ({doc['host']['cpu_model']})")
-    out.append(f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s; pinning: "
+    out.append(f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s, "
+               f"{s.get('rounds', 1)} round(s) (median); pinning: "
                f"{s['pinning']}; load average at start {doc['host']['loadavg_start']}")
     out.append("")
     hdr = ("cloud", "contender", "keep-alive/s", "x nginx", "new-conn/s", "x nginx",
@@ -1022,6 +1056,9 @@ def parse_args(argv):
                     help="seconds per wrk run (default 10; --quick: 1)")
     ap.add_argument("--clouds", default="azure,gce,aws", help="comma list of azure,gce,aws")
     ap.add_argument("--contenders", default="up,serve,nginx", help="comma list of up,serve,nginx")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every contender this many times (fresh namespace each, order "
+                         "rotated) and report the median round per measurement (default 1)")
     ap.add_argument("--connections", type=int, default=50, help="wrk -c (default 50)")
     ap.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
     ap.add_argument("--idle-conns", type=int, default=None,
@@ -1052,6 +1089,8 @@ def parse_args(argv):
             ap.error(f"unknown contender {c!r} (up, serve, nginx)")
     if not args.clouds or not args.contenders:
         ap.error("need at least one cloud and one contender")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if args.duration < 1:
         ap.error("--duration must be at least 1 second")
     args.duration = int(round(args.duration))
@@ -1119,9 +1158,22 @@ def main(argv):
             if ref["status"] != 200:
                 log(f"warning: imds-tun serve answers {cloud} with status {ref['status']}; "
                     "nginx serves the same body with 200")
+        rounds = {name: [] for name in args.contenders}
+        for rnd in range(args.rounds):
+            # Rotate the order each round so that no contender always runs first or last
+            # while the machine's background load drifts.
+            order = args.contenders[rnd % len(args.contenders):] + \
+                args.contenders[:rnd % len(args.contenders)]
+            for name in order:
+                if args.rounds > 1:
+                    log(f"round {rnd + 1}/{args.rounds}: {name}")
+                if rounds[name] and rounds[name][0].get("error") and \
+                        not rounds[name][0].get("clouds"):
+                    continue  # it could not start at all; once is enough
+                rounds[name].append(run_contender(name, args, binary, reference, tmp,
+                                                  cpus_server, cpus_client, do_idle=rnd == 0))
         for name in args.contenders:
-            results[name] = run_contender(name, args, binary, reference, tmp, cpus_server,
-                                          cpus_client)
+            results[name] = merge_rounds(rounds[name])
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         cleanup_all()
@@ -1149,7 +1201,7 @@ def main(argv):
         },
         "versions": versions(binary),
         "settings": {
-            "duration": args.duration, "threads": args.threads,
+            "duration": args.duration, "rounds": args.rounds, "threads": args.threads,
             "connections": args.connections, "idle_connections": args.idle_conns,
             "clouds": args.clouds, "contenders": args.contenders,
             "pinning": pinning, "address": f"{ADDR}:{PORT}",
