@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use imds_tun::config::{self, Config};
+use imds_tun::device::Paths;
+use imds_tun::engine::up::{self, FaultSpec, UpOptions};
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
 
 #[derive(Parser)]
@@ -51,8 +53,64 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Serve metadata at 169.254.169.254 to every process on this host (root).
+    ///
+    /// Creates a TUN device, routes the metadata addresses to it, adds the GCE names to
+    /// /etc/hosts, and answers with its own TCP. SIGINT/SIGTERM undo everything; SIGHUP
+    /// reloads the configuration file.
+    ///
+    /// Example: sudo imds-tun up --config /etc/imds-tun/config.json
+    Up {
+        /// Configuration file (default: the embedded default with all three clouds).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// TUN device name.
+        #[arg(long, default_value = "imds0")]
+        device: String,
+        /// Engine threads (one TUN queue each); default: one per core.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Write every packet to this pcap file (for Wireshark); implies one queue.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// Inject faults on the device, e.g. `drop=0.05,dup=0.02,reorder=0.05,delay=0.1,max-delay=50ms,seed=7`.
+        #[arg(long)]
+        fault: Option<FaultSpec>,
+        #[command(flatten)]
+        paths: PathArgs,
+    },
+    /// Undo what a crashed or killed `up` left behind (device, routes, hosts block, lock).
+    ///
+    /// Idempotent: exits 0 and says "nothing to do" on a clean host.
+    Down {
+        /// TUN device name.
+        #[arg(long, default_value = "imds0")]
+        device: String,
+        #[command(flatten)]
+        paths: PathArgs,
+    },
     /// Print the embedded default configuration, a starting point for your own.
     DefaultConfig,
+}
+
+/// Where `up` keeps its record and lock, and which hosts file it edits.
+#[derive(clap::Args)]
+struct PathArgs {
+    /// Directory of the state record and lock.
+    #[arg(long, default_value = "/run/imds-tun")]
+    state_dir: PathBuf,
+    /// The hosts file that gets the metadata.google.internal block.
+    #[arg(long, default_value = "/etc/hosts")]
+    hosts_file: PathBuf,
+}
+
+impl PathArgs {
+    fn paths(&self) -> Paths {
+        Paths {
+            state_dir: self.state_dir.clone(),
+            hosts_file: self.hosts_file.clone(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,6 +150,36 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", config::DEFAULT_JSON);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Up {
+            config,
+            device,
+            threads,
+            pcap,
+            fault,
+            paths,
+        } => {
+            let (cfg, source) = load(config.as_ref())?;
+            let keys = Keys::generate()?;
+            let snapshot = Snapshot::build(cfg, &keys, &source)?;
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            let opts = UpOptions {
+                device,
+                threads,
+                pcap,
+                fault: fault.map(|f| f.0),
+                paths: paths.paths(),
+                config_file: config,
+            };
+            up::run(snapshot, keys, opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down { device, paths } => {
+            let report = imds_tun::device::down(&device, &paths.paths())?;
+            println!("imds-tun: {report}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config, listen } => {
             let (cfg, source) = load(config.as_ref())?;
             let snapshot = Snapshot::build(cfg, &Keys::generate()?, &source)?;
@@ -115,7 +203,7 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<(Config, String)> {
 }
 
 fn serve(snapshot: Snapshot, listen: &[SocketAddr]) -> anyhow::Result<ExitCode> {
-    let clouds = enabled_clouds(&snapshot.config);
+    let clouds = up::clouds(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,23 +232,6 @@ async fn wait_for_shutdown() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
-}
-
-fn enabled_clouds(c: &Config) -> String {
-    let names: Vec<&str> = [
-        (c.azure.enabled, "azure"),
-        (c.gce.enabled, "gce"),
-        (c.aws.enabled, "aws"),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, n)| *n)
-    .collect();
-    if names.is_empty() {
-        "no cloud".into()
-    } else {
-        names.join(", ")
-    }
 }
 
 fn init_logging(format: LogFormat) {

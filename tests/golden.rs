@@ -119,3 +119,15 @@ fn gce() {
 fn aws() {
     run_cloud("aws");
 }
+
+/// AWS with `imdsv2: required`, hop limit 2, tags exposed, no user data and no IAM role.
+#[test]
+fn aws_required() {
+    run_cloud("aws-required");
+}
+
+/// AWS with `httpEndpoint: disabled`.
+#[test]
+fn aws_disabled() {
+    run_cloud("aws-disabled");
+}

@@ -19,6 +19,10 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// A request must arrive complete within this many seconds of its first byte.
     pub header_timeout_secs: u64,
+    /// Addresses routed to the TUN device besides 169.254.169.254 (`up` only), e.g.
+    /// `169.254.170.2` for ECS-style container credentials or `fd00:ec2::254` for IMDS over
+    /// IPv6. Each answers every enabled cloud on port 80.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +34,7 @@ impl Default for ServerConfig {
             max_body_bytes: limits.max_body_bytes,
             idle_timeout_secs: 60,
             header_timeout_secs: 10,
+            addresses: Vec::new(),
         }
     }
 }
@@ -44,6 +49,21 @@ impl ServerConfig {
     }
 
     pub fn validate(&self, at: &str, problems: &mut Problems) {
+        for (i, a) in self.addresses.iter().enumerate() {
+            let ok = match a {
+                std::net::IpAddr::V4(v4) => v4.is_link_local(),
+                // Unique local (fc00::/7) or link-local (fe80::/10), as fd00:ec2::254 is.
+                std::net::IpAddr::V6(v6) => {
+                    (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+                }
+            };
+            if !ok {
+                problems.push(
+                    super::error::index(&format!("{at}.addresses"), i),
+                    "a link-local IPv4 address (169.254.0.0/16) or a unique-local/link-local IPv6 address: routing anything else to the device would capture real traffic",
+                );
+            }
+        }
         if !(256..=1024 * 1024).contains(&self.max_head_bytes) {
             problems.push(format!("{at}.maxHeadBytes"), "a number from 256 to 1048576");
         }

@@ -1,1 +1,272 @@
-//! TODO-doc
+//! The engine: the packet loop that joins a device, the wire codec, our TCP and the HTTP
+//! exchange over the current snapshot.
+//!
+//! Contract: [`Engine`] owns one device (one TUN queue) and the connections the kernel steers
+//! to it. It is driven with time passed in: [`Engine::handle_ready`] drains up to a batch of
+//! packets and answers every request they complete, [`Engine::handle_timeout`] runs TCP
+//! timers, [`Engine::flush`] writes every pending segment (one writev each), and
+//! [`Engine::poll_at`] says when to come back. [`driver`] is the thin blocking loop around it
+//! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
+//!
+//! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
+//! lookup and one device write of header + snapshot slice; nothing on that path allocates or
+//! copies the response. A malformed packet costs only itself (counted); a bad request costs
+//! only its connection.
+
+pub mod driver;
+pub mod up;
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::cloud::RequestContext;
+use crate::device::{Device, MAX_PACKET};
+use crate::http::exchange::{respond_all, Outgoing};
+use crate::snapshot::SnapshotCell;
+use crate::tcp::{ConnId, ConnTable, TcpConfig};
+use crate::wire::{self, Malformed, Packet};
+
+/// Packets read before the pending segments are written: batching lets one `poll_transmit`
+/// answer several connections, and bounds the latency a burst adds to the first of them.
+pub const BATCH: usize = 64;
+
+/// The IPv4 TTL / IPv6 hop limit of echo replies.
+const ECHO_HOP_LIMIT: u8 = 64;
+
+/// What the engine did with packets, beyond what TCP counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    /// Malformed packets, by reason ([`Malformed::as_str`]).
+    pub malformed: std::collections::BTreeMap<&'static str, u64>,
+    /// Well-formed packets for no service of ours (UDP, other ICMP, MLD, ...).
+    pub not_for_us: u64,
+    pub echo_replies: u64,
+    pub requests: u64,
+    /// Writes the device refused (queue full, ...): the segment is lost and TCP retransmits.
+    pub send_errors: u64,
+}
+
+/// Per-connection HTTP state.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// A response with `Connection: close` (or an HTTP error) was queued: no more requests
+    /// are read on this connection.
+    closing: bool,
+}
+
+/// A monotonic clock origin, so TCP's microsecond [`crate::tcp::Instant`] can be derived from
+/// `std::time::Instant` values the driver passes in.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: std::time::Instant,
+}
+
+impl Clock {
+    pub fn new(origin: std::time::Instant) -> Clock {
+        Clock { origin }
+    }
+
+    pub fn tcp(&self, now: std::time::Instant) -> crate::tcp::Instant {
+        let us = now.saturating_duration_since(self.origin).as_micros();
+        crate::tcp::Instant::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+    }
+
+    pub fn std(&self, t: crate::tcp::Instant) -> std::time::Instant {
+        self.origin + std::time::Duration::from_micros(t.as_micros())
+    }
+}
+
+/// One device queue and its connections.
+pub struct Engine<D: Device> {
+    device: D,
+    tcp: ConnTable<Exchange>,
+    cell: Arc<SnapshotCell>,
+    clock: Clock,
+    counters: EngineCounters,
+    rx: Box<[u8]>,
+    echo: Box<[u8]>,
+    out: Vec<Outgoing>,
+}
+
+impl<D: Device> Engine<D> {
+    /// `isn_key` is the RFC 6528 secret; `origin` the zero of the engine's clock.
+    pub fn new(
+        device: D,
+        tcp: TcpConfig,
+        isn_key: [u8; 16],
+        cell: Arc<SnapshotCell>,
+        origin: std::time::Instant,
+    ) -> Self {
+        Engine {
+            device,
+            tcp: ConnTable::new(tcp, isn_key),
+            cell,
+            clock: Clock::new(origin),
+            counters: EngineCounters::default(),
+            rx: vec![0u8; MAX_PACKET].into_boxed_slice(),
+            echo: vec![0u8; MAX_PACKET].into_boxed_slice(),
+            out: Vec::with_capacity(8),
+        }
+    }
+
+    pub fn counters(&self) -> &EngineCounters {
+        &self.counters
+    }
+
+    pub fn tcp(&self) -> &ConnTable<Exchange> {
+        &self.tcp
+    }
+
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
+    }
+
+    /// Reads up to [`BATCH`] packets and handles each; returns how many were read (a full
+    /// batch means more may be waiting). `wall` is the time requests are answered at.
+    pub fn handle_ready(
+        &mut self,
+        now: std::time::Instant,
+        wall: SystemTime,
+    ) -> std::io::Result<usize> {
+        let mut read = 0;
+        while read < BATCH {
+            let Some(len) = self.device.recv(now, &mut self.rx)? else {
+                break;
+            };
+            read += 1;
+            self.counters.packets_in += 1;
+            self.handle_packet(now, wall, len);
+        }
+        Ok(read)
+    }
+
+    /// Runs TCP timers that are due.
+    pub fn handle_timeout(&mut self, now: std::time::Instant) {
+        let t = self.clock.tcp(now);
+        if self.tcp.poll_at().is_some_and(|at| at <= t) {
+            self.tcp.handle_timeout(t);
+        }
+    }
+
+    /// Writes every pending segment.
+    pub fn flush(&mut self, now: std::time::Instant) {
+        let t = self.clock.tcp(now);
+        let device = &mut self.device;
+        let counters = &mut self.counters;
+        self.tcp.poll_transmit(t, &mut |tx| {
+            let iov = [IoSlice::new(tx.header), IoSlice::new(tx.payload)];
+            let parts = if tx.payload.is_empty() { 1 } else { 2 };
+            match device.send(now, &iov[..parts]) {
+                Ok(()) => counters.packets_out += 1,
+                Err(_) => counters.send_errors += 1,
+            }
+        });
+    }
+
+    /// When the engine next has something to do without new packets.
+    pub fn poll_at(&self) -> Option<std::time::Instant> {
+        let tcp = self.tcp.poll_at().map(|t| self.clock.std(t));
+        match (tcp, self.device.poll_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn handle_packet(&mut self, now: std::time::Instant, wall: SystemTime, len: usize) {
+        let packet = match wire::parse(&self.rx[..len]) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.count_malformed(reason);
+                return;
+            }
+        };
+        match packet {
+            Packet::Tcp(seg) => {
+                if let Some(id) = self.tcp.handle_segment(self.clock.tcp(now), &seg) {
+                    self.answer(id, wall);
+                }
+            }
+            Packet::EchoRequest(req) => {
+                if !self.is_ours(req.dst) {
+                    self.counters.not_for_us += 1;
+                    return;
+                }
+                match wire::emit_echo_reply(&req, ECHO_HOP_LIMIT, &mut self.echo) {
+                    Ok(n) => match self.device.send(now, &[IoSlice::new(&self.echo[..n])]) {
+                        Ok(()) => {
+                            self.counters.echo_replies += 1;
+                            self.counters.packets_out += 1;
+                        }
+                        Err(_) => self.counters.send_errors += 1,
+                    },
+                    Err(_) => self.counters.not_for_us += 1,
+                }
+            }
+            Packet::Other { .. } => self.counters.not_for_us += 1,
+        }
+    }
+
+    /// Echo replies only for addresses we serve (the routes point only those at us, but a
+    /// hand-made route must not turn us into a ping responder for anything).
+    fn is_ours(&self, dst: std::net::IpAddr) -> bool {
+        self.tcp.config().is_listening(SocketAddr::new(dst, 80))
+    }
+
+    /// Answers every complete request buffered on `id`, and closes when HTTP says so or the
+    /// peer has finished sending.
+    fn answer(&mut self, id: ConnId, wall: SystemTime) {
+        let Some((local, peer)) = self.tcp.endpoints(id) else {
+            return;
+        };
+        let closing = self.tcp.app(id).is_some_and(|a| a.closing);
+        let data = self.tcp.recv_data(id);
+        if closing {
+            // After `Connection: close` nothing more is read; discard to keep the window open.
+            let n = data.len();
+            self.tcp.consume(id, n);
+            return;
+        }
+        if !data.is_empty() {
+            let snapshot = self.cell.load();
+            let limits = snapshot.config.server.limits();
+            let ctx = RequestContext {
+                now: wall,
+                peer,
+                local,
+            };
+            let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
+            self.counters.requests += progress.answered as u64;
+            self.tcp.consume(id, progress.consumed);
+            for o in self.out.drain(..) {
+                if self.tcp.send(id, o.bytes, o.sum, o.ip_ttl).is_err() {
+                    break;
+                }
+            }
+            if progress.close {
+                if let Some(app) = self.tcp.app_mut(id) {
+                    app.closing = true;
+                }
+                self.tcp.close(id);
+                let rest = self.tcp.recv_data(id).len();
+                self.tcp.consume(id, rest);
+                return;
+            }
+        }
+        // The peer sent FIN: whatever is left is an incomplete request that cannot complete.
+        if self.tcp.recv_closed(id) {
+            self.tcp.close(id);
+        }
+    }
+
+    fn count_malformed(&mut self, reason: Malformed) {
+        *self.counters.malformed.entry(reason.as_str()).or_insert(0) += 1;
+    }
+}

@@ -176,7 +176,10 @@ fn malformed_reason(e: httparse::Error) -> &'static str {
 mod tests {
     use super::*;
 
-    fn parse(buf: &[u8]) -> Result<Option<(Method, String, String, usize, usize)>, HttpError> {
+    /// Method, path, query, body length and request length of a complete request.
+    type Summary = (Method, String, String, usize, usize);
+
+    fn parse(buf: &[u8]) -> Result<Option<Summary>, HttpError> {
         let mut headers = header_array();
         match parse_request(buf, &mut headers, &Limits::default())? {
             Parsed::Partial => Ok(None),

@@ -1,0 +1,319 @@
+//! `imds-tun up`: set up the host, run one engine thread per TUN queue, undo on exit.
+//!
+//! Contract: [`run`] returns after SIGINT or SIGTERM (or an engine failure) with everything
+//! it changed on the host undone ([`crate::device::HostGuard::teardown`]); if the process is
+//! killed instead, `imds-tun down` or the next `up` undoes it from the record. It prints one
+//! line when the metadata address answers. SIGHUP reloads the configuration file: the new
+//! one is validated and rendered in full before it replaces the snapshot, and an invalid one
+//! leaves the running snapshot in place.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+
+use super::driver::{self, Stop};
+use super::Engine;
+use crate::config::{self, Config};
+use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
+use crate::snapshot::{Keys, Snapshot, SnapshotCell};
+use crate::tcp::TcpConfig;
+
+/// The metadata address every cloud answers on.
+pub const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// How `up` runs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// TUN device name.
+    pub device: String,
+    /// Engine threads, one TUN queue each.
+    pub threads: usize,
+    /// Write every packet to this pcap file (forces one queue, so one writer).
+    pub pcap: Option<PathBuf>,
+    /// Inject faults in both directions (tests and rehearsals).
+    pub fault: Option<FaultConfig>,
+    /// State directory and hosts file.
+    pub paths: Paths,
+    /// The configuration file, re-read on SIGHUP; `None` for the embedded default.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Why `up` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot write the pcap file {path}: {source}")]
+    Pcap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("signal handling: {0}")]
+    Signal(#[from] nix::Error),
+    #[error("engine thread {queue} failed: {message}")]
+    Engine { queue: usize, message: String },
+}
+
+/// Runs `up` until a stop signal. `snapshot` is the validated, rendered configuration.
+pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpError> {
+    let started = Instant::now();
+    // Block the signals before any thread exists so that every thread inherits the mask and
+    // only `sigwait` below receives them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
+    signals.thread_block()?;
+
+    let plan = plan(&snapshot.config, &opts);
+    let tcp = tcp_config(&snapshot.config, &plan.routes);
+    let mut guard = HostSetup::apply(&plan)?;
+    let queues = guard.take_queues();
+    let cell = Arc::new(SnapshotCell::new(snapshot));
+    let stop = Stop::new()?;
+    let isn_key = random_key()?;
+
+    let mut threads: Vec<JoinHandle<Result<(), String>>> = Vec::new();
+    for (i, tun) in queues.into_iter().enumerate() {
+        let device: Box<dyn Device + Send> = match (&opts.pcap, &opts.fault) {
+            (None, None) => Box::new(tun),
+            (None, Some(f)) => Box::new(Fault::new(tun, *f)),
+            (Some(path), fault) => {
+                let file = File::create(path).map_err(|source| UpError::Pcap {
+                    path: path.clone(),
+                    source,
+                })?;
+                let writer = BufWriter::new(file);
+                // The trace shows what the kernel saw: faults are applied inside it.
+                let inner: Box<dyn Device + Send> = match fault {
+                    Some(f) => Box::new(Fault::new(tun, *f)),
+                    None => Box::new(tun),
+                };
+                Box::new(Pcap::new(inner, writer, Instant::now()).map_err(|source| {
+                    UpError::Pcap {
+                        path: path.clone(),
+                        source,
+                    }
+                })?)
+            }
+        };
+        let mut engine = Engine::new(device, tcp.clone(), isn_key, Arc::clone(&cell), started);
+        let stop = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name(format!("imds-tun-q{i}"))
+            .spawn(move || {
+                let result = driver::run(&mut engine, &stop).map_err(|e| e.to_string());
+                if result.is_err() {
+                    // Wake the main thread so the host is restored instead of left half-served.
+                    let _ = nix::sys::signal::raise(Signal::SIGTERM);
+                }
+                result
+            })?;
+        threads.push(handle);
+    }
+
+    println!(
+        "imds-tun: ready: {} at {} via {} ({} queue{}, {} ms)",
+        clouds(&cell.load().config),
+        plan.routes
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        guard.device(),
+        threads.len(),
+        if threads.len() == 1 { "" } else { "s" },
+        started.elapsed().as_millis()
+    );
+
+    while signals.wait()? == Signal::SIGHUP {
+        reload(&cell, &opts, &keys);
+    }
+
+    stop.raise();
+    let mut failure = None;
+    for (queue, t) in threads.into_iter().enumerate() {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => failure = Some(UpError::Engine { queue, message }),
+            Err(_) => {
+                failure = Some(UpError::Engine {
+                    queue,
+                    message: "panicked".into(),
+                })
+            }
+        }
+    }
+    let report = guard.teardown()?;
+    for line in &report.undone {
+        tracing::info!("undone: {line}");
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What `up` changes on the host for this configuration.
+fn plan(config: &Config, opts: &UpOptions) -> Plan {
+    let mut plan = Plan::new(&opts.device);
+    plan.paths = opts.paths.clone();
+    plan.tun.queues = if opts.pcap.is_some() {
+        1
+    } else {
+        opts.threads.max(1)
+    };
+    plan.routes = vec![IpAddr::V4(METADATA_V4)];
+    for extra in &config.server.addresses {
+        if !plan.routes.contains(extra) {
+            plan.routes.push(*extra);
+        }
+    }
+    // Google's clients resolve metadata.google.internal; nobody else needs the hosts file.
+    if !config.gce.enabled {
+        plan.hosts_lines = None;
+    }
+    plan
+}
+
+/// TCP listens on port 80 of every routed address.
+fn tcp_config(config: &Config, routes: &[IpAddr]) -> TcpConfig {
+    TcpConfig {
+        listen: routes.iter().map(|a| SocketAddr::new(*a, 80)).collect(),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
+        header_timeout: Duration::from_secs(config.server.header_timeout_secs),
+        ..TcpConfig::default()
+    }
+}
+
+/// Re-reads the configuration file and swaps the snapshot, or keeps the old one and says why.
+fn reload(cell: &SnapshotCell, opts: &UpOptions, keys: &Keys) {
+    let Some(path) = &opts.config_file else {
+        tracing::info!("SIGHUP: running on the embedded default; nothing to reload");
+        return;
+    };
+    let source = path.display().to_string();
+    let result = config::load_file(path, &config::process_env)
+        .and_then(|c| Snapshot::build(c, keys, &source));
+    match result {
+        Ok(s) => {
+            cell.replace(s);
+            tracing::info!("reloaded {source}");
+        }
+        Err(e) => tracing::error!(
+            "reload of {source} failed, still serving the previous configuration:\n{e}"
+        ),
+    }
+}
+
+fn random_key() -> std::io::Result<[u8; 16]> {
+    let mut key = [0u8; 16];
+    std::io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut key)?;
+    Ok(key)
+}
+
+/// "azure, gce, aws" for the ready line.
+pub fn clouds(c: &Config) -> String {
+    let names: Vec<&str> = [
+        (c.azure.enabled, "azure"),
+        (c.gce.enabled, "gce"),
+        (c.aws.enabled, "aws"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
+    if names.is_empty() {
+        "no cloud".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// `--fault` on the command line: `key=value` pairs, rates as probabilities.
+///
+/// Keys: `drop`, `dup`, `reorder`, `delay` (probabilities 0..1), `max-delay` (`50ms`, `1s`),
+/// `seed`. Rates apply in both directions.
+#[derive(Debug, Clone)]
+pub struct FaultSpec(pub FaultConfig);
+
+impl std::str::FromStr for FaultSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut rates = crate::device::FaultRates {
+            drop: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            delay: 0.0,
+            max_delay: Duration::from_millis(50),
+        };
+        let mut seed = 1u64;
+        for pair in s.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}`: expected key=value"))?;
+            let prob = || -> Result<f64, String> {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=1.0).contains(p))
+                    .ok_or_else(|| format!("`{k}`: expected a probability from 0 to 1, got `{v}`"))
+            };
+            match k {
+                "drop" => rates.drop = prob()?,
+                "dup" => rates.duplicate = prob()?,
+                "reorder" => rates.reorder = prob()?,
+                "delay" => rates.delay = prob()?,
+                "max-delay" => rates.max_delay = parse_duration(v)?,
+                "seed" => {
+                    seed = v
+                        .parse()
+                        .map_err(|_| format!("`seed`: expected a number, got `{v}`"))?
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown fault `{k}` (drop, dup, reorder, delay, max-delay, seed)"
+                    ))
+                }
+            }
+        }
+        Ok(FaultSpec(FaultConfig::symmetric(seed, rates)))
+    }
+}
+
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    let bad = || format!("expected a duration like 50ms or 1s, got `{v}`");
+    if let Some(ms) = v.strip_suffix("ms") {
+        ms.parse().map(Duration::from_millis).map_err(|_| bad())
+    } else if let Some(s) = v.strip_suffix('s') {
+        s.parse().map(Duration::from_secs).map_err(|_| bad())
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_spec_parses_and_rejects() {
+        let f: Result<FaultSpec, _> =
+            "drop=0.05,dup=0.02,reorder=0.05,delay=0.1,max-delay=50ms,seed=7".parse();
+        let f = f.map(|f| f.0);
+        assert!(
+            matches!(f, Ok(ref c) if c.seed == 7 && c.rx.drop == 0.05 && c.tx.duplicate == 0.02 && c.rx.max_delay == Duration::from_millis(50))
+        );
+        assert!("drop=2".parse::<FaultSpec>().is_err());
+        assert!("loss=0.1".parse::<FaultSpec>().is_err());
+        assert!("max-delay=5m".parse::<FaultSpec>().is_err());
+    }
+}
