@@ -1025,6 +1025,61 @@ def render_table(doc):
     return "\n".join(out)
 
 
+def render_svg(doc):
+    """A grouped bar chart (req/s per cloud and contender, keep-alive and new connection) as
+    SVG: standard library only, opens in any browser."""
+    s = doc["settings"]
+    colors = {"up": "#1b7837", "serve": "#2166ac", "nginx": "#b2182b"}
+    panels = [("keepalive", "keep-alive req/s (wrk -t1 -c50)"),
+              ("close", "new connection per request, req/s")]
+    bw, gap, ph, top, left = 26, 30, 220, 40, 60
+    group_w = bw * len(s["contenders"]) + gap
+    pw = left + group_w * len(s["clouds"]) + 20
+    width, height = pw * len(panels) + 20, top + ph + 90
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="10" y="18" font-size="14">imds-tun bench {doc["date"]} — '
+           f'{doc["host"]["nproc"]} CPUs, Linux {doc["host"]["kernel"]}, {s["duration"]} s runs, '
+           f'{s.get("rounds", 1)} round(s)</text>']
+    for pi, (mode, title) in enumerate(panels):
+        x0 = 10 + pi * pw
+        vals = [get(doc["results"], c, "clouds", cl, mode, "rps") or 0
+                for cl in s["clouds"] for c in s["contenders"]]
+        vmax = max(vals + [1]) * 1.1
+        out.append(f'<text x="{x0 + left}" y="{top - 6}">{title}</text>')
+        out.append(f'<line x1="{x0 + left - 4}" y1="{top + ph}" x2="{x0 + pw - 10}" '
+                   f'y2="{top + ph}" stroke="black"/>')
+        for t in range(5):
+            v = vmax * t / 4
+            y = top + ph - ph * t / 4
+            out.append(f'<text x="{x0 + left - 8}" y="{y + 4:.0f}" text-anchor="end">'
+                       f'{v / 1000:.0f}k</text>')
+        for gi, cl in enumerate(s["clouds"]):
+            gx = x0 + left + gi * group_w
+            for ci, c in enumerate(s["contenders"]):
+                v = get(doc["results"], c, "clouds", cl, mode, "rps")
+                x = gx + ci * bw
+                if v:
+                    h = ph * v / vmax
+                    out.append(f'<rect x="{x}" y="{top + ph - h:.1f}" width="{bw - 3}" '
+                               f'height="{h:.1f}" fill="{colors.get(c, "gray")}"/>')
+                    out.append(f'<text x="{x + (bw - 3) / 2:.1f}" y="{top + ph - h - 3:.1f}" '
+                               f'font-size="9" text-anchor="middle">{v / 1000:.0f}k</text>')
+                else:
+                    out.append(f'<text x="{x + (bw - 3) / 2:.1f}" y="{top + ph - 3}" '
+                               f'font-size="9" text-anchor="middle">n/a</text>')
+            out.append(f'<text x="{gx + (group_w - gap) / 2:.0f}" y="{top + ph + 16}" '
+                       f'text-anchor="middle">{cl}</text>')
+    for ci, c in enumerate(s["contenders"]):
+        x = 10 + left + ci * 90
+        out.append(f'<rect x="{x}" y="{top + ph + 40}" width="12" height="12" '
+                   f'fill="{colors.get(c, "gray")}"/>')
+        out.append(f'<text x="{x + 16}" y="{top + ph + 50}">{c}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def table(rows, left=2):
     widths = {}
     for r in rows:
@@ -1069,6 +1124,9 @@ def parse_args(argv):
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not pin the server and the load generator to separate CPUs")
     ap.add_argument("--bin", help="use this imds-tun binary instead of cargo build --release")
+    ap.add_argument("--render", metavar="JSON",
+                    help="only print the table of an earlier run's JSON and write its chart "
+                         "(no root, nothing run)")
     ap.add_argument("--out", default=os.path.join(BENCH_DIR, "results", "latest.json"),
                     help="JSON results file (default bench/results/latest.json)")
     args = ap.parse_args(argv)
@@ -1110,6 +1168,15 @@ def cpu_plan(pin):
 def main(argv):
     global HOST_NETNS_FD
     args = parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            doc = json.load(f)
+        svg = os.path.splitext(args.render)[0] + ".svg"
+        with open(svg, "w") as f:
+            f.write(render_svg(doc))
+        print(render_table(doc))
+        print(f"\nchart: {svg}")
+        return 0
     if os.geteuid() != 0:
         print("bench/run needs root (network namespaces, a TUN device): sudo bench/run",
               file=sys.stderr)
@@ -1219,8 +1286,11 @@ def main(argv):
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=2, ensure_ascii=False)
         f.write("\n")
+    svg = os.path.splitext(args.out)[0] + ".svg"
+    with open(svg, "w") as f:
+        f.write(render_svg(doc))
     print(render_table(doc))
-    print(f"\nJSON: {args.out}")
+    print(f"\nJSON: {args.out}\nchart: {svg}")
     failed = [c for c in args.contenders if not results.get(c, {}).get("ok")]
     if failed:
         print(f"contenders that did not complete: {', '.join(failed)}")
