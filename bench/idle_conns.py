@@ -5,8 +5,9 @@ Opens the connections one after another (blocking, so the server's accept queue 
 userspace TCP's half-open table never see a burst), sends one request on each and reads its
 complete answer (so the server has really served and kept every connection), then prints one
 JSON line and holds them all open until standard input closes or --hold seconds pass, whichever
-comes first. Everything is bounded: --open-timeout for the whole opening phase, 5 s per
-socket operation, --hold for the idle phase. Raises its own RLIMIT_NOFILE soft limit to the
+comes first. Everything is bounded: --open-timeout for the whole opening phase, 2 s per
+socket operation, --hold for the idle phase. Gives up opening after 3 failures in a row
+(a server that stops accepting is reported as such, with what it holds at that point). Raises its own RLIMIT_NOFILE soft limit to the
 hard limit (bench/run raises the hard limit).
 
 Usage: idle_conns.py --host 169.254.169.254 --port 80 --count 10000 --request-file FILE
@@ -70,9 +71,9 @@ def main():
     start = time.monotonic()
     deadline = start + args.open_timeout
     failures_in_a_row = 0
-    while len(socks) < args.count and time.monotonic() < deadline and failures_in_a_row < 50:
+    while len(socks) < args.count and time.monotonic() < deadline and failures_in_a_row < 3:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(5.0)
+        s.settimeout(2.0)
         try:
             s.connect((args.host, args.port))
             s.sendall(request)
