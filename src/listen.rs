@@ -68,11 +68,16 @@ async fn connection(
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out: Vec<Outgoing> = Vec::with_capacity(4);
     let mut read_chunk = vec![0u8; 16 * 1024];
+    // When the request now buffered began: it must be complete within the header timeout
+    // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
+    // hold the connection forever with one byte per interval).
+    let mut request_started: Option<tokio::time::Instant> = None;
     loop {
-        // A request in progress must finish within the header timeout; otherwise the
-        // connection may sit idle for the idle timeout.
-        let wait = if buf.is_empty() { idle } else { header };
-        let n = match tokio::time::timeout(wait, stream.read(&mut read_chunk)).await {
+        let deadline = match request_started {
+            Some(t) => t + header,
+            None => tokio::time::Instant::now() + idle,
+        };
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut read_chunk)).await {
             Err(_) => return Ok(()),
             Ok(r) => r?,
         };
@@ -96,6 +101,12 @@ async fn connection(
             stream.write_all(&o.bytes).await?;
         }
         buf.drain(..progress.consumed);
+        request_started = match (buf.is_empty(), progress.consumed > 0) {
+            (true, _) => None,
+            // A pipelined request already began; its clock starts now.
+            (false, true) => Some(tokio::time::Instant::now()),
+            (false, false) => request_started.or_else(|| Some(tokio::time::Instant::now())),
+        };
         if progress.close {
             stream.shutdown().await?;
             return Ok(());

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::netns::{Shape, TestHost, HOSTS_CONTENT};
+use support::netns::{hosts_content, Shape, TestHost};
 
 /// A running `imds-tun up` in a test host; killed on drop.
 struct Up {
@@ -107,6 +107,7 @@ fn sdks_without_overrides(host: &TestHost) {
             ))
             .arg(format!("HOME={}", host.dir().display()))
             .arg("IMDS_TUN_ADDR=169.254.169.254:80")
+            .arg("IMDS_TUN_NO_OVERRIDES=1")
             .arg("AWS_CONFIG_FILE=/dev/null")
             .arg("AWS_SHARED_CREDENTIALS_FILE=/dev/null")
             .arg(python)
@@ -119,6 +120,12 @@ fn sdks_without_overrides(host: &TestHost) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        // Each script prints one `ok` line per check; a script that checked little is a bug.
+        let checks = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("ok"))
+            .count();
+        assert!(checks >= 10, "{cloud}: only {checks} checks ran");
     }
 }
 
@@ -126,6 +133,7 @@ fn full_cycle(shape: Shape) {
     let host = TestHost::new(shape);
     let addresses_before = host.addresses();
     let routes_before = host.routes();
+    let original_hosts = hosts_content();
 
     let up = Up::start(&host);
     let hosts_during = std::fs::read_to_string(&host.hosts_file).unwrap_or_default();
@@ -134,9 +142,10 @@ fn full_cycle(shape: Shape) {
             && hosts_during.contains("metadata.google.internal"),
         "hosts block missing:\n{hosts_during}"
     );
+    // The block goes first (the first match wins in glibc); the rest is kept byte for byte.
     assert!(
-        hosts_during.starts_with(HOSTS_CONTENT),
-        "the rest of /etc/hosts must be kept"
+        hosts_during.ends_with(&original_hosts),
+        "the rest of /etc/hosts must be kept:\n{hosts_during}"
     );
     curl_all_clouds(&host);
     sdks_without_overrides(&host);
@@ -161,7 +170,7 @@ fn full_cycle(shape: Shape) {
     );
     assert_eq!(
         std::fs::read_to_string(&host.hosts_file).unwrap_or_default(),
-        HOSTS_CONTENT,
+        original_hosts,
         "/etc/hosts not byte-identical after shutdown"
     );
 
@@ -196,7 +205,7 @@ fn full_cycle(shape: Shape) {
     );
     assert_eq!(
         std::fs::read_to_string(&host.hosts_file).unwrap_or_default(),
-        HOSTS_CONTENT,
+        original_hosts,
         "down did not restore /etc/hosts"
     );
     // Idempotent.
@@ -217,4 +226,107 @@ fn loopback_only_host() {
 #[test]
 fn veth_host() {
     full_cycle(Shape::Veth);
+}
+
+/// Ping, IPv6, a second `up`, `--pcap`, and the refusal without root, in one test host.
+#[test]
+fn ping_ipv6_second_instance_pcap_and_no_root() {
+    let host = TestHost::new(Shape::LoopbackOnly);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(imds_tun::config::DEFAULT_JSON).unwrap_or_else(|e| panic!("{e}"));
+    cfg["server"] = serde_json::json!({"addresses": ["fd00:ec2::254", "169.254.170.2"]});
+    let config = host.dir().join("config.json");
+    std::fs::write(&config, cfg.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let pcap = host.dir().join("trace.pcap");
+    let addresses_before = host.addresses();
+
+    let mut child = host
+        .command(env!("CARGO_BIN_EXE_imds-tun"))
+        .arg("up")
+        .arg("--config")
+        .arg(&config)
+        .arg("--pcap")
+        .arg(&pcap)
+        .arg("--state-dir")
+        .arg(host.dir().join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let up = Up { child };
+    assert!(
+        line.contains("ready") && line.contains("fd00:ec2::254"),
+        "{line:?}"
+    );
+
+    // ICMP echo to the metadata address is answered.
+    host.sh("ping -c 2 -W 2 169.254.169.254 >/dev/null");
+    // IMDS over IPv6 and the container-credentials address.
+    let v6 = host.sh("curl -sS -m 5 -g 'http://[fd00:ec2::254]/latest/meta-data/instance-id'");
+    assert!(v6.starts_with("i-"), "{v6:?}");
+    let ecs = host.sh("curl -sS -m 5 http://169.254.170.2/latest/meta-data/instance-id");
+    assert_eq!(ecs, v6);
+    // Any port but 80 is refused at once (RST), not left to time out.
+    let refused = host
+        .command("curl")
+        .args(["-sS", "-m", "5", "http://169.254.169.254:8080/"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        refused.status.code(),
+        Some(7),
+        "curl: connection refused expected"
+    );
+
+    // A second `up` fails with one line naming the running process, and changes nothing.
+    let second = host
+        .command(env!("CARGO_BIN_EXE_imds-tun"))
+        .args(["up", "--state-dir"])
+        .arg(host.dir().join("state"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        err.contains(&up.child.id().to_string()),
+        "must name the pid: {err}"
+    );
+    host.sh("curl -sS -m 5 http://169.254.169.254/latest/meta-data/instance-id >/dev/null");
+
+    up.signal(libc::SIGTERM);
+    assert!(up.wait(Duration::from_secs(10)).success());
+    assert_eq!(host.addresses(), addresses_before);
+
+    // The trace has the pcap magic and more than a handful of records.
+    let trace = std::fs::read(&pcap).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        trace.len() > 24 + 10 * 16,
+        "pcap too short: {} bytes",
+        trace.len()
+    );
+    assert_eq!(&trace[..4], &0xa1b2_c3d4u32.to_ne_bytes(), "pcap magic");
+
+    // Without root: one clear line, non-zero exit, nothing left behind.
+    let denied = host
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_imds-tun"))
+        .args(["up", "--state-dir"])
+        .arg(host.dir().join("state-nobody"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(!denied.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
+    assert!(
+        err.contains("root") || err.contains("CAP_NET_ADMIN"),
+        "{err}"
+    );
+    assert_eq!(host.addresses(), addresses_before);
 }

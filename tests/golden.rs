@@ -110,6 +110,13 @@ fn azure() {
     run_cloud("azure");
 }
 
+/// Azure with a sparse instance document (absent fields shown as ""), a pending scheduled
+/// event, no load balancer and no identity.
+#[test]
+fn azure_bare() {
+    run_cloud("azure-bare");
+}
+
 #[test]
 fn gce() {
     run_cloud("gce");

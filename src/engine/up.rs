@@ -58,6 +58,8 @@ pub enum UpError {
     },
     #[error("signal handling: {0}")]
     Signal(#[from] nix::Error),
+    #[error("imds-tun up needs root (CAP_NET_ADMIN) to create the TUN device and routes: run it with sudo")]
+    NotPrivileged,
     #[error("engine thread {queue} failed: {message}")]
     Engine { queue: usize, message: String },
 }
@@ -65,6 +67,11 @@ pub enum UpError {
 /// Runs `up` until a stop signal. `snapshot` is the validated, rendered configuration.
 pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpError> {
     let started = Instant::now();
+    // Checked first so that an unprivileged run says the one thing that matters, before any
+    // step fails on a detail (the state directory, the device) and nothing is left behind.
+    if !has_net_admin() {
+        return Err(UpError::NotPrivileged);
+    }
     // Block the signals before any thread exists so that every thread inherits the mask and
     // only `sigwait` below receives them.
     let mut signals = SigSet::empty();
@@ -212,6 +219,21 @@ fn reload(cell: &SnapshotCell, opts: &UpOptions, keys: &Keys) {
             "reload of {source} failed, still serving the previous configuration:\n{e}"
         ),
     }
+}
+
+/// Whether this process may configure the network: CAP_NET_ADMIN in its effective set
+/// (root has it, and so does a service granted only that capability).
+fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
 fn random_key() -> std::io::Result<[u8; 16]> {

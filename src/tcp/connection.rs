@@ -586,6 +586,11 @@ impl Conn {
         let h = &seg.header;
         let seq = Seq(h.seq);
         let data = seg.payload;
+        if data.is_empty() && !h.flags.fin() {
+            // A pure ACK ahead of RCV.NXT (our view lags because data was lost) carries
+            // nothing to reorder; its ACK field was already used.
+            return Input::Nothing;
+        }
         if seq > self.rcv_nxt {
             ctx.counters.out_of_order_dropped += 1;
             self.ack_pending = true;

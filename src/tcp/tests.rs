@@ -983,3 +983,85 @@ fn app_abort_and_stale_ids() {
     assert!(t.recv_data(id).is_empty());
     recv_nothing(&mut t, ms(6));
 }
+
+mod fuzz {
+    //! Random segment sequences and app commands: nothing panics, the class counts always
+    //! match the table, and everything drains once time runs out.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Seg {
+            flags: u8,
+            seq_off: i32,
+            ack_off: i32,
+            window: u16,
+            len: usize,
+            port: u16,
+        },
+        Send(usize),
+        Consume(usize),
+        Close,
+        Abort,
+        Wait(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (any::<u8>(), -70_000i32..70_000, -70_000i32..70_000, any::<u16>(), 0usize..3000, 0u16..3)
+                .prop_map(|(flags, seq_off, ack_off, window, len, port)| Step::Seg { flags, seq_off, ack_off, window, len, port }),
+            1 => (0usize..5000).prop_map(Step::Send),
+            1 => (0usize..5000).prop_map(Step::Consume),
+            1 => Just(Step::Close),
+            1 => Just(Step::Abort),
+            2 => (0u64..70_000).prop_map(Step::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn random_sequences_never_panic(steps in proptest::collection::vec(step(), 1..60)) {
+            let mut cfg = config();
+            cfg.max_half_open = 2;
+            cfg.max_established = 2;
+            cfg.max_time_wait = 1;
+            let mut t = ConnTable::new(cfg, [3; 16]);
+            let mut now = 0u64;
+            let mut iss1 = 0u32;
+            let data = vec![7u8; 3000];
+            for s in steps {
+                let id = t.lookup(local(), remote());
+                match s {
+                    Step::Seg { flags, seq_off, ack_off, window, len, port } => {
+                        let mut c = C::new(TcpFlags(flags), (CLIENT_ISN as i32).wrapping_add(seq_off) as u32, iss1.wrapping_add(ack_off as u32))
+                            .win(window)
+                            .data(&data[..len]);
+                        c.src = SocketAddr::new(remote().ip(), 40000 + port);
+                        send(&mut t, ms(now), &c);
+                    }
+                    Step::Send(n) => if let Some(id) = id { let _ = t.send(id, Bytes::from(vec![1u8; n]), None, None); },
+                    Step::Consume(n) => if let Some(id) = id { t.consume(id, n) },
+                    Step::Close => if let Some(id) = id { t.close(id) },
+                    Step::Abort => if let Some(id) = id { t.abort(id) },
+                    Step::Wait(d) => { now += d; t.handle_timeout(ms(now)); }
+                }
+                for o in recv(&mut t, ms(now)) {
+                    if o.flags.contains(SYN) {
+                        iss1 = o.seq.wrapping_add(1);
+                    }
+                }
+                let (h, e, w) = t.class_counts();
+                prop_assert_eq!(h + e + w, t.len());
+            }
+            // Every connection eventually leaves: idle/retransmission limits and TIME-WAIT.
+            for _ in 0..200 {
+                now += 60_000;
+                t.handle_timeout(ms(now));
+                recv(&mut t, ms(now));
+            }
+            prop_assert!(t.is_empty(), "left: {:?}", t.class_counts());
+        }
+    }
+}

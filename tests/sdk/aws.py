@@ -32,9 +32,17 @@ EXPIRY = datetime.datetime.strptime(STATIC["expiration"], "%Y-%m-%dT%H:%M:%SZ").
     tzinfo=datetime.timezone.utc
 )
 
-ENDPOINT = os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"]
 BASE = "http://" + os.environ["IMDS_TUN_ADDR"]
-CONFIG = {"ec2_metadata_service_endpoint": ENDPOINT, "ec2_metadata_v1_disabled": True}
+# Two ways to run: against `imds-tun serve` through AWS_EC2_METADATA_SERVICE_ENDPOINT, or
+# (IMDS_TUN_NO_OVERRIDES=1, under `imds-tun up`) with botocore's built-in endpoint.
+if os.environ.get("IMDS_TUN_NO_OVERRIDES") == "1":
+    if "AWS_EC2_METADATA_SERVICE_ENDPOINT" in os.environ:
+        raise AssertionError("no-override mode, but AWS_EC2_METADATA_SERVICE_ENDPOINT is set")
+    ENDPOINT = "http://169.254.169.254/"
+    CONFIG = {"ec2_metadata_v1_disabled": True}
+else:
+    ENDPOINT = os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"]
+    CONFIG = {"ec2_metadata_service_endpoint": ENDPOINT, "ec2_metadata_v1_disabled": True}
 
 
 def check(what, got, want):
@@ -132,16 +140,13 @@ assert_v2(
     ],
 )
 
-try:
-    import boto3
-except ImportError:
-    print("skip: boto3 is not installed")
-else:
-    b3 = boto3.Session(region_name=REGION).get_credentials().get_frozen_credentials()
-    check("boto3 access key", b3.access_key, STATIC["accessKeyId"])
-    check("boto3 secret key", b3.secret_key, STATIC["secretAccessKey"])
-    check("boto3 token", b3.token, STATIC["token"])
-    SENT.clear()
+import boto3  # noqa: E402  (installed by the harness; a missing boto3 is a failure)
+
+b3 = boto3.Session(region_name=REGION).get_credentials().get_frozen_credentials()
+check("boto3 access key", b3.access_key, STATIC["accessKeyId"])
+check("boto3 secret key", b3.secret_key, STATIC["secretAccessKey"])
+check("boto3 token", b3.token, STATIC["token"])
+SENT.clear()
 
 
 # 5. The wire facts SDKs rely on but botocore does not check: the TTL echo (Go v2 and Rust

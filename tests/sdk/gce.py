@@ -28,8 +28,14 @@ def check(what, got, want):
 
 
 def main():
+    # Two ways to run: against `imds-tun serve` through GCE_METADATA_HOST/IP, or
+    # (IMDS_TUN_NO_OVERRIDES=1, under `imds-tun up`) with no override at all, where google-auth
+    # pings 169.254.169.254 and reads from metadata.google.internal via /etc/hosts.
     for name in ("GCE_METADATA_HOST", "GCE_METADATA_IP"):
-        if not os.environ.get(name):
+        if os.environ.get("IMDS_TUN_NO_OVERRIDES") == "1":
+            if name in os.environ:
+                raise AssertionError(f"no-override mode, but {name} is set")
+        elif not os.environ.get(name):
             raise AssertionError(f"{name} is not set (the harness sets it to IMDS_TUN_ADDR)")
     with open(FIXTURE) as f:
         gce = json.load(f)["gce"]

@@ -40,13 +40,24 @@ pub struct TestHost {
     peer: Option<String>,
     dir: PathBuf,
     pub hosts_file: PathBuf,
+    resolv_conf: PathBuf,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Original content of the test host's hosts file.
-pub const HOSTS_CONTENT: &str =
-    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n# keep this comment\n127.0.1.1\ttesthost\n";
+/// Original content of the test host's hosts file: like a real one, it resolves the
+/// machine's own name (clients look it up, and without it they would ask DNS).
+pub fn hosts_content() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n# keep this comment\n127.0.1.1\t{}\n",
+        name.trim()
+    )
+}
+
+/// The test host's resolv.conf: a resolver on the host's own loopback, where nothing listens,
+/// so a stray DNS lookup fails at once and never leaves the namespace.
+const RESOLV_CONF: &str = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
 
 impl TestHost {
     pub fn new(shape: Shape) -> TestHost {
@@ -56,12 +67,15 @@ impl TestHost {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&name);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let hosts_file = dir.join("hosts");
-        std::fs::write(&hosts_file, HOSTS_CONTENT).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&hosts_file, hosts_content()).unwrap_or_else(|e| panic!("{e}"));
+        let resolv_conf = dir.join("resolv.conf");
+        std::fs::write(&resolv_conf, RESOLV_CONF).unwrap_or_else(|e| panic!("{e}"));
         let mut host = TestHost {
             name: name.clone(),
             peer: None,
             dir,
             hosts_file,
+            resolv_conf,
         };
         ip(&["netns", "add", &name]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
@@ -87,19 +101,22 @@ impl TestHost {
                 "via",
                 "169.254.77.1",
             ]);
+            host.wait_for_ipv6_link_local();
         }
         host
     }
 
     /// A command that runs `program` inside this host: its network namespace and a private
-    /// mount namespace with the test hosts file bind-mounted on `/etc/hosts`.
+    /// mount namespace with the test hosts file bind-mounted on `/etc/hosts` (and the test
+    /// resolv.conf on `/etc/resolv.conf`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "--"])
             .arg("sh")
             .arg("-c")
-            .arg(r#"mount --bind "$0" /etc/hosts && exec ip netns exec "$1" "$@""#)
+            .arg(r#"mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf && ns="$2" && shift 2 && exec ip netns exec "$ns" "$@""#)
             .arg(&self.hosts_file)
+            .arg(&self.resolv_conf)
             .arg(&self.name)
             .arg(program);
         cmd
@@ -135,6 +152,27 @@ impl TestHost {
             Command::new("ip").args(["-n", &self.name, "-6", "route", "show", "table", "all"]),
         );
         format!("{v4}{v6}")
+    }
+
+    /// Waits until eth0's IPv6 link-local address has finished duplicate address detection,
+    /// so that "before" snapshots of addresses and routes are not taken mid-configuration.
+    fn wait_for_ipv6_link_local(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            // The local route of the address appears last, once DAD has completed.
+            let out = output(Command::new("ip").args([
+                "-n", &self.name, "-6", "route", "show", "table", "local", "dev", "eth0",
+            ]));
+            if out.contains("local fe80::") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "eth0 in {} got no IPv6 link-local address:\n{out}",
+                self.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// The scratch directory of this host (state and lock files can go here).

@@ -1,0 +1,243 @@
+//! Soak through the fault-injecting device: `imds-tun up --fault` at 5% loss, 5% duplication,
+//! 5% reordering and random delays up to 50 ms in both directions, inside a test host, with
+//! 200 concurrent clients mixing keep-alive (sequential and pipelined) and new-connection
+//! requests against all three clouds. Every response must arrive complete and byte-exact: the
+//! clients' and our retransmissions must recover every loss.
+//!
+//! Duration: `IMDS_TUN_SOAK_SECS` (default 60). The expected bytes come from the library's
+//! own snapshot of the default configuration (static answers are deterministic).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use imds_tun::cloud::RequestContext;
+use imds_tun::config;
+use imds_tun::http::exchange::{respond_all, Outgoing};
+use imds_tun::snapshot::{Keys, Snapshot};
+use support::netns::{Shape, TestHost};
+
+const CLIENTS: usize = 200;
+
+const REQUESTS: [&str; 5] = [
+    "GET /metadata/instance?api-version=2021-02-01 HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\n",
+    "GET /metadata/instance/compute/vmId?api-version=2021-02-01&format=text HTTP/1.1\r\nMetadata: true\r\n",
+    "GET /computeMetadata/v1/instance/?recursive=true HTTP/1.1\r\nMetadata-Flavor: Google\r\n",
+    "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n",
+    "GET /latest/meta-data/nope HTTP/1.1\r\nHost: 169.254.169.254\r\n",
+];
+
+/// The exact bytes the server must send for request `i`, keep-alive and close variants.
+fn expected() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let no_env = |_: &str| None;
+    let cfg = config::default_config(&no_env).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = Snapshot::build(cfg, &Keys::fixed(1), "soak").unwrap_or_else(|e| panic!("{e}"));
+    let ctx = RequestContext {
+        now: SystemTime::now(),
+        peer: SocketAddr::from(([169, 254, 255, 1], 40000)),
+        local: SocketAddr::from(([169, 254, 169, 254], 80)),
+    };
+    let limits = snapshot.config.server.limits();
+    let answer = |req: String| {
+        let mut out: Vec<Outgoing> = Vec::new();
+        respond_all(req.as_bytes(), &snapshot, &ctx, &limits, &mut out);
+        out.iter()
+            .flat_map(|o| o.bytes.iter().copied())
+            .collect::<Vec<u8>>()
+    };
+    REQUESTS
+        .iter()
+        .map(|r| {
+            (
+                answer(format!("{r}\r\n")),
+                answer(format!("{r}Connection: close\r\n\r\n")),
+            )
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    mismatched: AtomicU64,
+    connections: AtomicU64,
+}
+
+fn read_exact_or_fail(s: &mut TcpStream, want: &[u8], tally: &Tally) -> bool {
+    let mut got = vec![0u8; want.len()];
+    match s.read_exact(&mut got) {
+        Ok(()) if got == want => {
+            tally.ok.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Ok(()) => {
+            tally.mismatched.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        Err(e) => {
+            eprintln!("read failed: {e}");
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+fn client(n: usize, until: Instant, expected: &[(Vec<u8>, Vec<u8>)], tally: &Tally) {
+    let addr = SocketAddr::from(([169, 254, 169, 254], 80));
+    let mut round = n;
+    while Instant::now() < until {
+        round += 1;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(20));
+        let mut s = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("connect failed: {e}");
+                tally.failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        tally.connections.fetch_add(1, Ordering::Relaxed);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        let _ = s.set_nodelay(true);
+        match round % 3 {
+            // New connection per request: the server closes first.
+            0 => {
+                let i = round % REQUESTS.len();
+                let req = format!("{}Connection: close\r\n\r\n", REQUESTS[i]);
+                if s.write_all(req.as_bytes()).is_err() {
+                    tally.failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if read_exact_or_fail(&mut s, &expected[i].1, tally) {
+                    let mut rest = Vec::new();
+                    if s.read_to_end(&mut rest).is_err() || !rest.is_empty() {
+                        tally.mismatched.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            // Keep-alive, one request at a time.
+            1 => {
+                for k in 0..20 {
+                    let i = (round + k) % REQUESTS.len();
+                    let req = format!("{}\r\n", REQUESTS[i]);
+                    if s.write_all(req.as_bytes()).is_err() {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    if !read_exact_or_fail(&mut s, &expected[i].0, tally) {
+                        break;
+                    }
+                }
+            }
+            // Keep-alive, pipelined: all requests written at once.
+            _ => {
+                let mut batch = String::new();
+                for r in REQUESTS {
+                    batch.push_str(r);
+                    batch.push_str("\r\n");
+                }
+                if s.write_all(batch.as_bytes()).is_err() {
+                    tally.failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                for e in expected {
+                    if !read_exact_or_fail(&mut s, &e.0, tally) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` on a thread inside the test host's network namespace; threads it spawns inherit
+/// the namespace.
+fn in_netns<T: Send + 'static>(host: &TestHost, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", host.name);
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on a valid namespace fd affects only this thread.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("client thread panicked"))
+}
+
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn two_hundred_clients_through_five_percent_faults() {
+    let secs: u64 = std::env::var("IMDS_TUN_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let host = TestHost::new(Shape::LoopbackOnly);
+    // Raise the client side's file limit and port range for 200 busy clients.
+    host.sh("sysctl -qw net.ipv4.tcp_tw_reuse=1");
+    let mut child = host
+        .command(env!("CARGO_BIN_EXE_imds-tun"))
+        .args([
+            "up",
+            "--fault",
+            "drop=0.05,dup=0.05,reorder=0.05,delay=0.05,max-delay=50ms,seed=42",
+            "--state-dir",
+        ])
+        .arg(host.dir().join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let _up = Up(child);
+    assert!(line.contains("ready"), "{line:?}");
+
+    let expected = Arc::new(expected());
+    let tally = Arc::new(Tally::default());
+    let until = Instant::now() + Duration::from_secs(secs);
+    let (e2, t2) = (Arc::clone(&expected), Arc::clone(&tally));
+    in_netns(&host, move || {
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|n| {
+                let (e, t) = (Arc::clone(&e2), Arc::clone(&t2));
+                std::thread::spawn(move || client(n, until, &e, &t))
+            })
+            .collect();
+        for w in workers {
+            let _ = w.join();
+        }
+    });
+
+    let ok = tally.ok.load(Ordering::Relaxed);
+    let failed = tally.failed.load(Ordering::Relaxed);
+    let mismatched = tally.mismatched.load(Ordering::Relaxed);
+    let conns = tally.connections.load(Ordering::Relaxed);
+    println!("soak: {secs} s, {conns} connections, {ok} responses byte-exact, {failed} failed, {mismatched} differing");
+    assert!(
+        ok > 1000,
+        "too few requests completed ({ok}) for the soak to mean anything"
+    );
+    assert_eq!(failed, 0, "requests failed under faults");
+    assert_eq!(mismatched, 0, "responses differed under faults");
+}
