@@ -158,8 +158,7 @@ fn sdk_script(host: &TestHost, files: &PrivateFiles, mode: &str, env: &[(&str, S
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, out) = run(host, files, "env", &args);
     assert!(ok, "azure_doors.py {mode} failed:\n{out}");
-    let checks = out.lines().filter(|l| l.starts_with("ok")).count();
-    assert!(checks >= 10, "{mode}: only {checks} checks ran:\n{out}");
+    support::assert_checks(mode, &out, 10);
 }
 
 #[test]

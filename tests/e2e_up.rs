@@ -120,12 +120,7 @@ fn sdks_without_overrides(host: &TestHost) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // Each script prints one `ok` line per check; a script that checked little is a bug.
-        let checks = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with("ok"))
-            .count();
-        assert!(checks >= 10, "{cloud}: only {checks} checks ran");
+        support::assert_checks(cloud, &String::from_utf8_lossy(&out.stdout), 10);
     }
 }
 
