@@ -37,6 +37,7 @@ fn static_request(c: &mut Criterion) {
         now: SystemTime::now(),
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
+        door: Default::default(),
     };
     let mut group = c.benchmark_group("parse_route_respond");
     group.throughput(Throughput::Elements(1));

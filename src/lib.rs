@@ -19,6 +19,8 @@
 //! device/    TUN, in-memory, fault-injecting and pcap devices; routes; hosts file; host state
 //! engine/    the packet loop that joins device, wire, tcp, http and the snapshot
 //! listen     the kernel-socket front door (`serve --listen`)
+//! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
+//!            App Service, legacy VM extension
 //! ```
 //!
 //! # Principles
@@ -31,6 +33,7 @@
 pub mod cloud;
 pub mod config;
 pub mod device;
+pub mod doors;
 pub mod engine;
 pub mod http;
 pub mod identity;

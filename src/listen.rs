@@ -1,5 +1,8 @@
 //! The kernel-socket front door: `imds-tun serve --listen ADDR:PORT`.
 //!
+//! Every listener is one front door ([`FrontDoor`]): the metadata door of `serve --listen`, or
+//! one of the token doors ([`crate::doors`]).
+//!
 //! Contract: accepts TCP connections on each address and runs the shared request loop
 //! ([`crate::http::exchange::respond_all`]) over them, with HTTP/1.1 keep-alive and
 //! pipelining, HTTP/1.0 (closed after one response), bounded buffering, an idle timeout (no
@@ -13,12 +16,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cloud::RequestContext;
-use crate::http::exchange::{respond_all, Outgoing};
+use crate::cloud::{Door, RequestContext};
+use crate::doors::HimdsKeys;
+use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
 use crate::snapshot::SnapshotCell;
+
+/// How many bytes one read may bring.
+const READ_SIZE: usize = 4096;
 
 /// Binds every address; fails on the first that cannot be bound.
 pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
@@ -32,14 +39,38 @@ pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
-/// Serves connections on `listener` until the task is dropped.
+/// Which door a listener is, and the state of its own a door may need.
+#[derive(Clone, Debug)]
+pub enum FrontDoor {
+    /// A door whose answers depend on the snapshot alone.
+    Plain(Door),
+    /// Azure Arc's HIMDS, with its key ring and key files.
+    Himds(Arc<HimdsKeys>),
+}
+
+impl FrontDoor {
+    fn door(&self) -> Door {
+        match self {
+            FrontDoor::Plain(d) => *d,
+            FrontDoor::Himds(_) => Door::Himds,
+        }
+    }
+}
+
+/// Serves connections on `listener` as the metadata door until the task is dropped.
 pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
+    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
+}
+
+/// Serves connections on `listener` as `door` until the task is dropped.
+pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let cell = Arc::clone(&cell);
+                let door = door.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, cell).await {
+                    if let Err(e) = connection(stream, peer, cell, door).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -57,6 +88,7 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
+    door: FrontDoor,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -65,9 +97,11 @@ async fn connection(
     let idle = Duration::from_secs(snapshot.config.server.idle_timeout_secs);
     let header = Duration::from_secs(snapshot.config.server.header_timeout_secs);
     let cap = limits.max_head_bytes + limits.max_body_bytes;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut out: Vec<Outgoing> = Vec::with_capacity(4);
-    let mut read_chunk = vec![0u8; 16 * 1024];
+    // Buffers are taken on the first request, not on accept: an idle connection costs only
+    // its task and socket (10,000 idle clients are a benchmark case). Once taken they are kept
+    // for the connection's life, so keep-alive requests allocate nothing.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out: Vec<Outgoing> = Vec::new();
     // When the request now buffered began: it must be complete within the header timeout
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
@@ -77,26 +111,37 @@ async fn connection(
             Some(t) => t + header,
             None => tokio::time::Instant::now() + idle,
         };
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut read_chunk)).await {
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
             Err(_) => return Ok(()),
             Ok(r) => r?,
-        };
-        if n == 0 {
+        }
+        // Never hold more than one request's worth of bytes plus one read; the parser
+        // rejects anything over its limits before that matters.
+        if buf.len() > cap {
             return Ok(());
         }
-        // Never hold more than one request's worth of bytes plus what one read brings; the
-        // parser rejects anything over its limits before that matters.
-        if buf.len() + n > cap + read_chunk.len() {
-            return Ok(());
+        if buf.capacity() - buf.len() < READ_SIZE {
+            buf.reserve(READ_SIZE);
         }
-        buf.extend_from_slice(&read_chunk[..n]);
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
         snapshot = cell.load();
         let ctx = RequestContext {
             now: SystemTime::now(),
             peer,
             local,
+            door: door.door(),
         };
-        let progress = respond_all(&buf, &snapshot, &ctx, &limits, &mut out);
+        let progress = match &door {
+            FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),
+            FrontDoor::Himds(keys) => respond_all_with(&buf, &limits, &mut out, |req| {
+                keys.respond(&snapshot, req, &ctx)
+            }),
+        };
         for o in out.drain(..) {
             stream.write_all(&o.bytes).await?;
         }

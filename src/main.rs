@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use imds_tun::config::{self, Config};
 use imds_tun::device::Paths;
+use imds_tun::doors::Doors;
 use imds_tun::engine::up::{self, FaultSpec, UpOptions};
 use imds_tun::identity::{IdentityKeys, Leaf};
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
@@ -49,6 +50,8 @@ enum Command {
         #[arg(long, short, required = true)]
         listen: Vec<SocketAddr>,
         #[command(flatten)]
+        doors: DoorArgs,
+        #[command(flatten)]
         keys: KeyArgs,
     },
     /// Validate a configuration file; exit 0 only when it is valid.
@@ -83,6 +86,8 @@ enum Command {
         fault: Option<FaultSpec>,
         #[command(flatten)]
         paths: PathArgs,
+        #[command(flatten)]
+        doors: DoorArgs,
         #[command(flatten)]
         keys: KeyArgs,
     },
@@ -152,6 +157,30 @@ impl KeyArgs {
     }
 }
 
+/// The token doors besides 169.254.169.254 (each also enabled by its configuration section).
+#[derive(clap::Args)]
+struct DoorArgs {
+    /// Serve Azure Arc's HIMDS on localhost:40342, with its key-file challenge in
+    /// /var/opt/azcmagent/tokens ($.azure.himds).
+    #[arg(long)]
+    himds: bool,
+    /// Serve an App Service identity endpoint (IDENTITY_ENDPOINT + IDENTITY_HEADER;
+    /// $.azure.appService).
+    #[arg(long)]
+    app_service: bool,
+    /// Serve the legacy VM extension endpoint on localhost:50342 ($.azure.legacyMsi).
+    #[arg(long)]
+    legacy_msi: bool,
+}
+
+impl DoorArgs {
+    fn apply(&self, cfg: &mut Config) {
+        cfg.azure.himds.enabled |= self.himds;
+        cfg.azure.app_service.enabled |= self.app_service;
+        cfg.azure.legacy_msi.enabled |= self.legacy_msi;
+    }
+}
+
 /// Where `up` keeps its record and lock, and which hosts file it edits.
 #[derive(clap::Args)]
 struct PathArgs {
@@ -216,12 +245,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             pcap,
             fault,
             paths,
+            doors,
             keys,
         } => {
-            let (cfg, source) = load(config.as_ref())?;
+            // Before the key store is opened, so an unprivileged run says only that.
             up::require_privileges()?;
-            let keys = Keys::new(keys.open(&cfg)?)?;
-            let snapshot = Snapshot::build(cfg, &keys, &source)?;
+            let (snapshot, keys) = prepare(config.as_ref(), &doors, &keys)?;
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
@@ -244,12 +273,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve {
             config,
             listen,
+            doors,
             keys,
         } => {
-            let (cfg, source) = load(config.as_ref())?;
-            let keys = Keys::new(keys.open(&cfg)?)?;
-            let snapshot = Snapshot::build(cfg, &keys, &source)?;
-            serve(snapshot, &listen)
+            let (snapshot, keys) = prepare(config.as_ref(), &doors, &keys)?;
+            serve(snapshot, &keys, &listen)
         }
         Command::Jwks { config, keys } => {
             let (cfg, _) = load(config.as_ref())?;
@@ -278,6 +306,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The snapshot to run with: the configuration, the doors the command line turns on, and
+/// this run's keys.
+fn prepare(
+    config: Option<&PathBuf>,
+    doors: &DoorArgs,
+    key_args: &KeyArgs,
+) -> anyhow::Result<(Snapshot, Keys)> {
+    let (mut cfg, source) = load(config)?;
+    doors.apply(&mut cfg);
+    let keys = Keys::new(key_args.open(&cfg)?)?;
+    let snapshot = Snapshot::build(cfg, &keys, &source)?;
+    Ok((snapshot, keys))
+}
+
 /// Loads the named file, or the embedded default, with environment overrides.
 fn load(path: Option<&PathBuf>) -> anyhow::Result<(Config, String)> {
     match path {
@@ -292,8 +334,9 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<(Config, String)> {
     }
 }
 
-fn serve(snapshot: Snapshot, listen: &[SocketAddr]) -> anyhow::Result<ExitCode> {
+fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Result<ExitCode> {
     let clouds = up::clouds(&snapshot.config);
+    let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -307,8 +350,18 @@ fn serve(snapshot: Snapshot, listen: &[SocketAddr]) -> anyhow::Result<ExitCode> 
             tokio::spawn(imds_tun::listen::serve(l, Arc::clone(&cell)));
         }
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+        let doors = Doors::open(&config, keys, &cell, &tokio::runtime::Handle::current())?;
         println!("imds-tun: serving {clouds} on {}", addrs.join(", "));
-        wait_for_shutdown().await?;
+        // Whoever started us may read only the first line: a closed stdout is no failure.
+        let mut out = std::io::stdout();
+        for line in doors.env_lines() {
+            let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
+        }
+        let result = wait_for_shutdown().await;
+        for line in doors.close() {
+            tracing::info!("undone: {line}");
+        }
+        result?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -18,9 +18,10 @@
 use std::sync::Arc;
 
 use crate::cloud::aws::Aws;
+use crate::cloud::azure::himds::{HimdsAnswer, KeyRing, KEY_ENTROPY};
 use crate::cloud::azure::Azure;
 use crate::cloud::gce::Gce;
-use crate::cloud::{owner, Owner, Reply, Request, RequestContext};
+use crate::cloud::{owner, Door, Owner, Reply, Request, RequestContext};
 use crate::config::{Config, ConfigErrors, Problems};
 use crate::http::{Method, Prebuilt, Response};
 use crate::identity::{IdentityKeys, CA_PATH, JWKS_PATH};
@@ -74,6 +75,8 @@ pub struct Snapshot {
     jwks: Prebuilt,
     /// `GET /imds-tun/ca.pem`: the CA of the document signers.
     ca: Prebuilt,
+    /// A HIMDS token request asked without the door's key ring.
+    no_key_ring: Prebuilt,
 }
 
 impl Snapshot {
@@ -120,11 +123,71 @@ impl Snapshot {
                 .header("Content-Type", "application/x-pem-file")
                 .body(keys.identity.ca_pem())
                 .prebuild(),
+            no_key_ring: Response::new(500)
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .body("HIMDS token requests need the HIMDS door's key ring\n")
+                .prebuild(),
         })
     }
 
-    /// Answers one request.
+    /// Answers one request, by the rules of the door it came through.
+    ///
+    /// The HIMDS door needs its key ring and is answered by [`Snapshot::respond_himds`]; asked
+    /// here, a HIMDS token request cannot be challenged and gets 500.
     pub fn respond<'s>(&'s self, req: &Request<'_>, ctx: &RequestContext) -> Reply<'s> {
+        match ctx.door {
+            Door::Metadata => self.respond_metadata(req, ctx),
+            Door::ContainerCredentials => {
+                match self
+                    .aws
+                    .as_ref()
+                    .and_then(|a| a.respond_container_credentials(req, ctx))
+                {
+                    Some(reply) => reply,
+                    None => self.respond_metadata(req, ctx),
+                }
+            }
+            Door::Himds => {
+                let mut ring = KeyRing::new();
+                let answer = self.respond_himds(req, ctx, &mut ring, &mut || [0; KEY_ENTROPY]);
+                if answer.effects.is_empty() {
+                    answer.reply
+                } else {
+                    Reply::Static(&self.no_key_ring)
+                }
+            }
+            Door::AppService => match &self.azure {
+                Some(azure) => azure.respond_app_service(req, ctx),
+                None => Reply::Static(&self.nobody),
+            },
+            Door::LegacyMsi => match &self.azure {
+                Some(azure) => azure.respond_legacy_msi(req, ctx),
+                None => Reply::Static(&self.nobody),
+            },
+        }
+    }
+
+    /// Answers a request that came through the HIMDS door: `ring` is the door's outstanding
+    /// keys, `entropy` makes new ones; the returned effects are the key-file changes to make
+    /// before the reply is sent ([`crate::cloud::azure::himds`]).
+    pub fn respond_himds<'s>(
+        &'s self,
+        req: &Request<'_>,
+        ctx: &RequestContext,
+        ring: &mut KeyRing,
+        entropy: &mut dyn FnMut() -> [u8; KEY_ENTROPY],
+    ) -> HimdsAnswer<'s> {
+        match &self.azure {
+            Some(azure) => azure.respond_himds(req, ctx, ring, entropy),
+            None => HimdsAnswer {
+                reply: Reply::Static(&self.nobody),
+                effects: Vec::new(),
+            },
+        }
+    }
+
+    /// Answers a request at 169.254.169.254 (or a `serve --listen` address).
+    fn respond_metadata<'s>(&'s self, req: &Request<'_>, ctx: &RequestContext) -> Reply<'s> {
         match owner(req.path) {
             Owner::Azure => match &self.azure {
                 Some(azure) => azure.respond(req, ctx),

@@ -122,12 +122,7 @@ fn sdks_without_overrides(host: &TestHost) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // Each script prints one `ok` line per check; a script that checked little is a bug.
-        let checks = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with("ok"))
-            .count();
-        assert!(checks >= 10, "{cloud}: only {checks} checks ran");
+        support::assert_checks(cloud, &String::from_utf8_lossy(&out.stdout), 10);
     }
 }
 
@@ -337,4 +332,280 @@ fn ping_ipv6_second_instance_pcap_and_no_root() {
         "{err}"
     );
     assert_eq!(host.addresses(), addresses_before);
+}
+
+/// `up` with `config` (the default, changed by `edit`) in `host`; returns the process and
+/// its first `lines` lines of output (the ready line, then the doors' env lines).
+fn up_with(
+    host: &TestHost,
+    edit: impl FnOnce(&mut serde_json::Value),
+    lines: usize,
+) -> (Up, Vec<String>) {
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(imds_tun::config::DEFAULT_JSON).unwrap_or_else(|e| panic!("{e}"));
+    edit(&mut cfg);
+    let config = host.dir().join("config.json");
+    std::fs::write(&config, cfg.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let mut child = host
+        .command(env!("CARGO_BIN_EXE_imds-tun"))
+        .arg("up")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(host.dir().join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let out: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(lines)
+        .map_while(Result::ok)
+        .collect();
+    assert!(
+        out.first().is_some_and(|l| l.contains("ready")),
+        "unexpected output: {out:?}"
+    );
+    (Up { child }, out)
+}
+
+/// ECS container credentials at 169.254.170.2 under `up`, turned on by the AWS section alone:
+/// botocore's container provider (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` and
+/// `AWS_CONTAINER_AUTHORIZATION_TOKEN`, no other override) gets the role's credentials.
+#[test]
+fn ecs_container_credentials() {
+    let host = TestHost::new(Shape::LoopbackOnly);
+    let uri = "/v2/credentials/3f1b2c4d-task";
+    let (up, out) = up_with(
+        &host,
+        |cfg| {
+            cfg["aws"]["containerCredentials"] = serde_json::json!({
+                "enabled": true, "relativeUri": uri, "authorizationToken": "ecs-test-token"
+            });
+        },
+        3,
+    );
+    assert!(out[0].contains("169.254.170.2"), "route: {out:?}");
+    assert_eq!(
+        out[2],
+        format!("export AWS_CONTAINER_CREDENTIALS_RELATIVE_URI={uri}")
+    );
+    // The role's credentials are minted: IMDS and the ECS door give the same ones.
+    let role: serde_json::Value = serde_json::from_str(&host.sh(
+        "curl -sS -m 5 http://169.254.169.254/latest/meta-data/iam/security-credentials/imds-tun-demo-role",
+    ))
+    .unwrap_or_default();
+    let role = serde_json::json!({
+        "accessKeyId": role["AccessKeyId"], "secretAccessKey": role["SecretAccessKey"],
+        "token": role["Token"], "expiration": role["Expiration"],
+    });
+    assert!(role["accessKeyId"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("ASIA")));
+
+    let body = host.sh(&format!(
+        "curl -sS -m 5 -H 'Authorization: ecs-test-token' http://169.254.170.2{uri}"
+    ));
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(
+        doc["RoleArn"],
+        "arn:aws:iam::123456789012:role/imds-tun-demo-role"
+    );
+    assert_eq!(doc["AccountId"], "123456789012");
+    assert_eq!(doc["AccessKeyId"], role["accessKeyId"]);
+    assert_eq!(doc["Expiration"], role["expiration"]);
+    let unauthorized = host.sh(&format!(
+        "curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://169.254.170.2{uri}"
+    ));
+    assert_eq!(unauthorized, "401");
+    let other = host.sh(
+        "curl -sS -m 5 -o /dev/null -w '%{http_code}' -H 'Authorization: ecs-test-token' \
+         http://169.254.170.2/v2/credentials/other",
+    );
+    assert_eq!(other, "400");
+
+    let script = "import json, botocore.session\n\
+                  c = botocore.session.Session().get_credentials()\n\
+                  f = c.get_frozen_credentials()\n\
+                  print(json.dumps([c.method, f.access_key, f.secret_key, f.token]))";
+    let got = host
+        .command("env")
+        .arg("-i")
+        .arg(format!(
+            "PATH={}",
+            std::env::var("PATH").unwrap_or_default()
+        ))
+        .arg(format!("HOME={}", host.dir().display()))
+        .arg(format!("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI={uri}"))
+        .arg("AWS_CONTAINER_AUTHORIZATION_TOKEN=ecs-test-token")
+        .arg("AWS_EC2_METADATA_DISABLED=true")
+        .arg("AWS_CONFIG_FILE=/dev/null")
+        .arg("AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+        .arg(support::python())
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.status.success(),
+        "botocore: {text}\n{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    assert_eq!(
+        got,
+        serde_json::json!([
+            "container-role",
+            role["accessKeyId"],
+            role["secretAccessKey"],
+            role["token"]
+        ])
+    );
+    up.signal(libc::SIGTERM);
+    assert!(up.wait(Duration::from_secs(10)).success());
+}
+
+/// A "container" network namespace one routed hop behind the test host: a veth pair with
+/// link-local addresses (169.254.80.0/24), the test host forwarding. Deleted on drop.
+struct Container {
+    name: String,
+}
+
+impl Container {
+    fn behind(host: &TestHost) -> Container {
+        let name = format!("{}-c", host.name);
+        let ip = |args: &[&str]| {
+            let ok = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?} failed");
+        };
+        ip(&["netns", "add", &name]);
+        let c = Container { name };
+        let n = c.name.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n", &host.name, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns",
+            n,
+        ]);
+        ip(&[
+            "-n",
+            &host.name,
+            "addr",
+            "add",
+            "169.254.80.1/24",
+            "dev",
+            "c0",
+        ]);
+        ip(&["-n", n, "addr", "add", "169.254.80.2/24", "dev", "eth0"]);
+        ip(&["-n", &host.name, "link", "set", "c0", "up"]);
+        ip(&["-n", n, "link", "set", "eth0", "up"]);
+        ip(&["-n", n, "route", "add", "default", "via", "169.254.80.1"]);
+        // Forwarding in the test host's namespace only (a per-namespace sysctl).
+        host.sh("sysctl -q -w net.ipv4.ip_forward=1");
+        c
+    }
+
+    /// Runs `program args` in the container with an empty environment but PATH and HOME.
+    fn run(&self, home: &std::path::Path, program: &str, args: &[&str]) -> (Option<i32>, String) {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "env", "-i"])
+            .arg(format!(
+                "PATH={}",
+                std::env::var("PATH").unwrap_or_default()
+            ))
+            .arg(format!("HOME={}", home.display()))
+            .arg("AWS_CONFIG_FILE=/dev/null")
+            .arg("AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// The IMDSv2 hop limit, end to end: the token PUT's answer leaves with IP TTL = hopLimit, so a
+/// container one routed hop away gets no token with hop limit 1 (the router drops the answer
+/// when the TTL runs out; the client times out) and gets one with hop limit 2. With
+/// `imdsv2: required`, botocore there gets no credentials, then the role's.
+#[test]
+fn hop_limit_reaches_a_routed_container_only_when_above_one() {
+    let host = TestHost::new(Shape::LoopbackOnly);
+    let container = Container::behind(&host);
+    let python = support::python().display().to_string();
+    let put = [
+        "-sS",
+        "-m",
+        "3",
+        "-X",
+        "PUT",
+        "-H",
+        "X-aws-ec2-metadata-token-ttl-seconds: 60",
+        "http://169.254.169.254/latest/api/token",
+    ];
+    let botocore = "import botocore.session\n\
+                    from botocore.utils import InstanceMetadataFetcher\n\
+                    t = InstanceMetadataFetcher(timeout=2, num_attempts=1)._fetch_metadata_token()\n\
+                    c = botocore.session.Session().get_credentials()\n\
+                    print('token' if t else 'no-token', c.method if c else 'no-credentials', \
+                    c.get_frozen_credentials().access_key if c else '')";
+    let access_key = "ASIAQ3IMDSTUNEXAMPLE";
+
+    for hop_limit in [1, 2] {
+        let (up, _) = up_with(
+            &host,
+            |cfg| {
+                cfg["aws"]["imdsv2"] = "required".into();
+                cfg["aws"]["hopLimit"] = hop_limit.into();
+            },
+            1,
+        );
+        // The host itself is zero hops away: always served.
+        let local = host.sh(&format!("curl {}", put.map(|a| format!("'{a}'")).join(" ")));
+        assert_eq!(local.len(), 56, "token on the host itself: {local:?}");
+        // A routed plain request works at any hop limit (only the token answer is limited).
+        let (code, _) = container.run(
+            host.dir(),
+            "curl",
+            &[
+                "-sS",
+                "-m",
+                "3",
+                "-o",
+                "/dev/null",
+                "http://169.254.169.254/latest/meta-data/",
+            ],
+        );
+        assert_eq!(code, Some(0), "the container reaches IMDS");
+
+        let (code, token) = container.run(host.dir(), "curl", &put);
+        let (_, boto) = container.run(host.dir(), &python, &["-c", botocore]);
+        if hop_limit == 1 {
+            assert_eq!(code, Some(28), "curl must time out, got {code:?} {token:?}");
+            assert_eq!(boto.trim(), "no-token no-credentials", "botocore");
+        } else {
+            assert_eq!((code, token.len()), (Some(0), 56), "token: {token:?}");
+            assert_eq!(
+                boto.trim(),
+                format!("token iam-role {access_key}"),
+                "botocore"
+            );
+        }
+        up.signal(libc::SIGTERM);
+        assert!(up.wait(Duration::from_secs(10)).success());
+    }
 }

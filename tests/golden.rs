@@ -28,6 +28,7 @@ fn context() -> RequestContext {
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
         peer: addr("169.254.0.2:40000"),
         local: addr("169.254.169.254:80"),
+        door: Default::default(),
     }
 }
 

@@ -33,6 +33,7 @@ fn run_script(cloud: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    support::assert_checks(&script, &String::from_utf8_lossy(&out.stdout), 10);
 }
 
 #[test]

@@ -1,16 +1,19 @@
-//! Answering a static request allocates nothing (design principle 2).
+//! Answering from the snapshot allocates nothing (design principle 2): static answers, the
+//! errors that do not echo input, and IMDSv2 token checks (decoded into a stack buffer, the
+//! MAC computed on the stack).
 //!
-//! A counting global allocator counts allocations made by this thread; the request loop is
-//! run once to warm up, then again with the counter armed. The requests are the static
-//! answers of each cloud the benchmark uses.
+//! A counting global allocator counts allocations made by the current thread; each request
+//! is answered once to warm up, then again with the count taken. The counter is thread-local,
+//! so the tests of this file may run in parallel.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use imds_tun::cloud::aws::token;
 use imds_tun::cloud::RequestContext;
-use imds_tun::config;
+use imds_tun::config::{self, aws::Imdsv2, Config};
 use imds_tun::http::exchange::{respond_all, Outgoing};
 use imds_tun::snapshot::{Keys, Snapshot};
 
@@ -37,63 +40,151 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The static requests of the benchmark, one per cloud, with the statuses they must get.
-pub const STATIC_REQUESTS: [(&str, &[u8]); 4] = [
-    (
-        "200",
-        b"GET /metadata/instance?api-version=2021-02-01 HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\n\r\n",
-    ),
-    (
-        "200",
-        b"GET /metadata/instance/compute/vmId?api-version=2021-02-01&format=text HTTP/1.1\r\nMetadata: true\r\n\r\n",
-    ),
-    (
-        "200",
-        b"GET /computeMetadata/v1/instance/id HTTP/1.1\r\nHost: metadata.google.internal\r\nMetadata-Flavor: Google\r\n\r\n",
-    ),
-    (
-        "200",
-        b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
-    ),
-];
+/// 2026-01-01T00:00:00Z, the time of every request here.
+const NOW: u64 = 1_767_225_600;
 
-#[test]
-fn static_answers_allocate_nothing() {
-    let no_env = |_: &str| None;
-    let cfg = config::default_config(&no_env).unwrap_or_else(|e| panic!("{e}"));
-    let snapshot = Snapshot::build(cfg, &Keys::fixed(1), "test").unwrap_or_else(|e| panic!("{e}"));
+fn default_config() -> Config {
+    config::default_config(&|_| None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn snapshot(cfg: Config, keys: &Keys) -> Snapshot {
+    Snapshot::build(cfg, keys, "test").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Answers `request` twice and returns the allocations of the second answer, after checking
+/// its status and that it came with a precomputed checksum sum (a static answer).
+fn allocations(snapshot: &Snapshot, request: &[u8], status: &str) -> usize {
     let limits = snapshot.config.server.limits();
     let ctx = RequestContext {
-        now: SystemTime::UNIX_EPOCH,
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(NOW),
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
+        door: Default::default(),
     };
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
-    for (status, request) in STATIC_REQUESTS {
-        out.clear();
-        respond_all(request, &snapshot, &ctx, &limits, &mut out);
-        let head = out.first().map(|o| o.bytes.clone()).unwrap_or_default();
-        let expect = format!("HTTP/1.1 {status} ");
-        assert!(
-            head.starts_with(expect.as_bytes()),
-            "{}: {}",
-            String::from_utf8_lossy(request),
-            String::from_utf8_lossy(&head)
+    respond_all(request, snapshot, &ctx, &limits, &mut out);
+    let head = out.first().map(|o| o.bytes.clone()).unwrap_or_default();
+    let what = String::from_utf8_lossy(request);
+    assert!(
+        head.starts_with(format!("HTTP/1.1 {status} ").as_bytes()),
+        "{what}: {}",
+        String::from_utf8_lossy(&head)
+    );
+    out.clear();
+    let before = ALLOCATIONS.with(Cell::get);
+    let progress = respond_all(request, snapshot, &ctx, &limits, &mut out);
+    let allocated = ALLOCATIONS.with(Cell::get) - before;
+    assert_eq!(progress.answered, 1, "{what}");
+    assert!(out[0].sum.is_some(), "{what}: static answers carry a sum");
+    allocated
+}
+
+fn assert_no_allocations(snapshot: &Snapshot, request: &[u8], status: &str) {
+    let n = allocations(snapshot, request, status);
+    assert_eq!(
+        n,
+        0,
+        "{} allocated {n} times",
+        String::from_utf8_lossy(request)
+    );
+}
+
+/// The requests of the benchmark, one per cloud.
+#[test]
+fn benchmark_requests_allocate_nothing() {
+    let s = snapshot(default_config(), &Keys::fixed(1));
+    for request in [
+        &b"GET /metadata/instance?api-version=2021-02-01 HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\n\r\n"[..],
+        b"GET /computeMetadata/v1/instance/id HTTP/1.1\r\nHost: metadata.google.internal\r\nMetadata-Flavor: Google\r\n\r\n",
+        b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+    ] {
+        assert_no_allocations(&s, request, "200");
+    }
+}
+
+/// Azure: static answers and errors that quote nothing from the request.
+#[test]
+fn azure_answers_allocate_nothing() {
+    // (expected status, path and query, extra header lines).
+    const REQUESTS: [(&str, &str, &str); 16] = [
+        ("200", "/metadata/versions", ""),
+        ("200", "/metadata/instance?api-version=2021-02-01", ""),
+        ("200", "/metadata/instance/?api-version=2021-02-01&format=json", ""),
+        ("200", "/metadata/instance?api-version=2021-02-01&format=text", ""),
+        ("200", "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text", ""),
+        (
+            "200",
+            "/metadata/instance/network/interface/0/ipv4/ipAddress/0/publicIpAddress?api-version=2025-04-07&format=text",
+            "",
+        ),
+        ("200", "/metadata/loadbalancer?api-version=2020-10-01", ""),
+        ("200", "/metadata/scheduledevents?api-version=2020-07-01", ""),
+        ("200", "/metadata/identity/info?api-version=2018-02-01", ""),
+        ("400", "/metadata/instance?api-version=2021-02-01", "X-Forwarded-For: 169.254.0.9\r\n"),
+        ("400", "/metadata/instance", ""),
+        ("400", "/metadata/instance?api-version=2021-02-01&api-version=2021-02-01", ""),
+        ("400", "/metadata/instance/compute/vmId?api-version=2021-02-01", ""),
+        ("400", "/metadata/identity/oauth2/token?api-version=2018-02-01", ""),
+        (
+            "400",
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=r&client_id=x",
+            "",
+        ),
+        ("400", "/metadata/loadbalancer?api-version=2019-06-01", ""),
+    ];
+    let s = snapshot(default_config(), &Keys::fixed(1));
+    for (status, target, extra) in REQUESTS {
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\n{extra}\r\n"
         );
-        out.clear();
-        let before = ALLOCATIONS.with(Cell::get);
-        let progress = respond_all(request, &snapshot, &ctx, &limits, &mut out);
-        let allocated = ALLOCATIONS.with(Cell::get) - before;
-        assert_eq!(progress.answered, 1);
-        assert!(
-            out[0].sum.is_some(),
-            "static answers carry a precomputed sum"
+        assert_no_allocations(&s, request.as_bytes(), status);
+    }
+}
+
+/// AWS: with and without an IMDSv2 token, in both token modes.
+#[test]
+fn aws_answers_allocate_nothing() {
+    let keys = Keys::fixed(1);
+    let tok = token::mint(&keys.session, NOW, 21_600);
+    let v1 =
+        b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n".to_vec();
+    let v2 = format!(
+        "GET /latest/meta-data/placement/availability-zone/ HTTP/1.1\r\n\
+         Host: 169.254.169.254\r\nX-aws-ec2-metadata-token: {tok}\r\n\r\n"
+    )
+    .into_bytes();
+    let missing = b"GET /latest/meta-data/nothing HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    let bad = b"GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token: x\r\n\r\n".to_vec();
+    for mode in [Imdsv2::Optional, Imdsv2::Required] {
+        let mut cfg = default_config();
+        cfg.aws.imdsv2 = mode;
+        let s = snapshot(cfg, &keys);
+        let required = mode == Imdsv2::Required;
+        assert_no_allocations(&s, &v1, if required { "401" } else { "200" });
+        assert_no_allocations(&s, &v2, "200");
+        assert_no_allocations(&s, &missing, if required { "401" } else { "404" });
+        assert_no_allocations(&s, &bad, "401");
+    }
+}
+
+/// GCE: leaves, listings, recursive JSON, redirects and parameter errors (its 404 page quotes
+/// the path, so it is rendered per request).
+#[test]
+fn gce_answers_allocate_nothing() {
+    let s = snapshot(default_config(), &Keys::fixed(1));
+    for (status, target) in [
+        ("200", "/"),
+        ("200", "/computeMetadata/v1/instance/hostname"),
+        ("200", "/computeMetadata/v1/instance/"),
+        ("200", "/computeMetadata/v1/instance/?recursive=true"),
+        ("200", "/computeMetadata/v1/project/numeric-project-id"),
+        ("200", "/computeMetadata/v1/instance/tags?alt=text"),
+        ("301", "/computeMetadata/v1/instance"),
+        ("400", "/computeMetadata/v1/instance/?alt=xml"),
+    ] {
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nHost: metadata.google.internal\r\nMetadata-Flavor: Google\r\n\r\n"
         );
-        assert_eq!(
-            allocated,
-            0,
-            "{} allocated {allocated} times",
-            String::from_utf8_lossy(request)
-        );
+        assert_no_allocations(&s, request.as_bytes(), status);
     }
 }

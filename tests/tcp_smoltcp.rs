@@ -287,7 +287,7 @@ fn run(plan: &Plan) -> Result<(), String> {
         SInstant::from_millis(0),
     );
     iface.update_ip_addrs(|a| {
-        let _ = a.push(IpCidr::new(IpAddress::v4(10, 0, 0, 2), 24));
+        let _ = a.push(IpCidr::new(IpAddress::v4(169, 254, 0, 2), 16));
         let _ = a.push(IpCidr::new(
             IpAddress::Ipv6(Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
             64,
@@ -295,7 +295,7 @@ fn run(plan: &Plan) -> Result<(), String> {
     });
     iface
         .routes_mut()
-        .add_default_ipv4_route(Ipv4Address::new(10, 0, 0, 1))
+        .add_default_ipv4_route(Ipv4Address::new(169, 254, 0, 1))
         .map_err(|e| format!("{e:?}"))?;
     iface
         .routes_mut()

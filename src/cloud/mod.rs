@@ -26,6 +26,39 @@ pub struct RequestContext {
     pub peer: SocketAddr,
     /// The address the caller connected to (169.254.169.254:80, or a listen address).
     pub local: SocketAddr,
+    /// Which front door the request came through: it decides which rules apply.
+    pub door: Door,
+}
+
+/// The front doors a request can come through. Each is a different service on a real
+/// machine, with its own rules for the same paths (a token from IMDS needs `Metadata: true`,
+/// one from Azure Arc's HIMDS also a key-file challenge, one from App Service a secret header).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Door {
+    /// 169.254.169.254 (or a `serve --listen` address): every enabled cloud.
+    #[default]
+    Metadata,
+    /// 169.254.170.2, AWS ECS's container-credentials address: the configured relative URI
+    /// gets the role's credentials; every other path is answered as at [`Door::Metadata`].
+    ContainerCredentials,
+    /// Azure Arc's hybrid IMDS (HIMDS) at localhost:40342; answered through
+    /// [`crate::snapshot::Snapshot::respond_himds`], which owns the key-file challenge.
+    Himds,
+    /// An App Service-style identity endpoint (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`).
+    AppService,
+    /// The legacy VM extension identity endpoint at localhost:50342.
+    LegacyMsi,
+}
+
+impl Door {
+    /// The door of a metadata address routed to the TUN device: 169.254.170.2 is ECS's.
+    pub fn at_address(ip: std::net::IpAddr) -> Door {
+        if ip == std::net::IpAddr::V4(crate::config::doors::ECS_ADDRESS) {
+            Door::ContainerCredentials
+        } else {
+            Door::Metadata
+        }
+    }
 }
 
 /// Which cloud a request path belongs to.
@@ -58,6 +91,12 @@ pub fn owner(path: &str) -> Owner {
     }
 }
 
+/// Equality of two secrets (tokens, keys, secret headers) in time that depends only on their
+/// lengths, so a caller cannot find a secret byte by byte by timing answers.
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// AWS dated API versions look like `2009-04-04`.
 fn is_aws_date(seg: &str) -> bool {
     let b = seg.as_bytes();
@@ -68,6 +107,9 @@ fn is_aws_date(seg: &str) -> bool {
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
+
+#[cfg(test)]
+mod door_tests;
 
 #[cfg(test)]
 mod tests {

@@ -68,6 +68,9 @@ pub struct AwsConfig {
     pub iam: Option<IamConfig>,
     #[serde(default)]
     pub tags: TagsConfig,
+    /// ECS container credentials at 169.254.170.2 (the role of `iam`).
+    #[serde(default)]
+    pub container_credentials: super::doors::ContainerCredentialsConfig,
 }
 
 impl Default for AwsConfig {
@@ -82,6 +85,7 @@ impl Default for AwsConfig {
             dynamic: None,
             iam: None,
             tags: TagsConfig::default(),
+            container_credentials: Default::default(),
         }
     }
 }
@@ -269,6 +273,14 @@ impl AwsConfig {
             }
         }
         self.tags.validate(&join(at, "tags"), problems);
+        let cc = join(at, "containerCredentials");
+        self.container_credentials.validate(&cc, problems);
+        if self.container_credentials.enabled && self.iam.is_none() {
+            problems.push(
+                join(&cc, "enabled"),
+                "false, or an instance role in $.aws.iam (container credentials are the role's)",
+            );
+        }
     }
 }
 
@@ -442,7 +454,7 @@ pub fn is_mac(s: &str) -> bool {
 }
 
 /// The account of `arn:aws:iam::123456789012:instance-profile/name`.
-fn arn_account(arn: &str) -> Option<&str> {
+pub fn arn_account(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');
     let (arn_lit, _partition, service, region, account) = (
         parts.next()?,

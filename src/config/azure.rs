@@ -49,6 +49,15 @@ pub struct AzureConfig {
     /// Replaces the supported api-version list (any order; newest first on the wire).
     #[serde(default)]
     pub api_versions: Option<Vec<String>>,
+    /// Azure Arc's HIMDS door (localhost:40342).
+    #[serde(default)]
+    pub himds: super::doors::HimdsConfig,
+    /// The App Service identity door.
+    #[serde(default)]
+    pub app_service: super::doors::AppServiceConfig,
+    /// The legacy VM extension door (localhost:50342).
+    #[serde(default)]
+    pub legacy_msi: super::doors::LegacyMsiConfig,
 }
 
 /// `$.azure.instance`: the document `/metadata/instance` returns, as the user writes it.
@@ -251,6 +260,9 @@ impl AzureConfig {
         if let Some(versions) = &self.api_versions {
             validate_api_versions(versions, &join(at, "apiVersions"), problems);
         }
+        self.himds.validate(&join(at, "himds"), problems);
+        self.app_service.validate(&join(at, "appService"), problems);
+        self.legacy_msi.validate(&join(at, "legacyMsi"), problems);
     }
 
     fn validate_compute(&self, at: &str, problems: &mut Problems) {

@@ -15,6 +15,7 @@
 
 pub mod aws;
 pub mod azure;
+pub mod doors;
 pub mod error;
 pub mod gce;
 pub mod gosim;

@@ -19,9 +19,15 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// A request must arrive complete within this many seconds of its first byte.
     pub header_timeout_secs: u64,
+    /// Established connections held at once per engine thread (`up`); a SYN beyond it is
+    /// dropped and counted (the client retries), never an established connection.
+    pub max_connections: usize,
+    /// Half-open (SYN-RECEIVED) connections per engine thread (`up`); bounds a SYN flood.
+    pub max_half_open: usize,
     /// Addresses routed to the TUN device besides 169.254.169.254 (`up` only), e.g.
-    /// `169.254.170.2` for ECS-style container credentials or `fd00:ec2::254` for IMDS over
-    /// IPv6. Each answers every enabled cloud on port 80.
+    /// `fd00:ec2::254` for IMDS over IPv6. Each answers every enabled cloud on port 80.
+    /// (169.254.170.2 is routed by `$.aws.containerCredentials.enabled` too, and there the
+    /// container-credentials path answers as well.)
     pub addresses: Vec<std::net::IpAddr>,
 }
 
@@ -35,6 +41,10 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             header_timeout_secs: 10,
             addresses: Vec::new(),
+            // 10,000 idle keep-alive clients fit with room to spare; the benchmark measures
+            // what they cost (bench/README.md: peak RSS with 10,000 idle connections).
+            max_connections: 16 * 1024,
+            max_half_open: 1024,
         }
     }
 }
@@ -75,6 +85,12 @@ impl ServerConfig {
         }
         if self.max_body_bytes > 16 * 1024 * 1024 {
             problems.push(format!("{at}.maxBodyBytes"), "a number up to 16777216");
+        }
+        if !(1..=1 << 20).contains(&self.max_connections) {
+            problems.push(format!("{at}.maxConnections"), "a number from 1 to 1048576");
+        }
+        if !(1..=1 << 20).contains(&self.max_half_open) {
+            problems.push(format!("{at}.maxHalfOpen"), "a number from 1 to 1048576");
         }
         if self.idle_timeout_secs == 0 {
             problems.push(

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::cloud::RequestContext;
+use crate::cloud::{Door, RequestContext};
 use crate::device::{Device, MAX_PACKET};
 use crate::http::exchange::{respond_all, Outgoing};
 use crate::snapshot::SnapshotCell;
@@ -241,6 +241,7 @@ impl<D: Device> Engine<D> {
                 now: wall,
                 peer,
                 local,
+                door: Door::at_address(local.ip()),
             };
             let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
             self.counters.requests += progress.answered as u64;

@@ -6,9 +6,14 @@
 //! line when the metadata address answers. SIGHUP reloads the configuration file: the new
 //! one is validated and rendered in full before it replaces the snapshot, and an invalid one
 //! leaves the running snapshot in place.
+//!
+//! The token doors on kernel sockets (HIMDS, App Service, legacy MSI; [`crate::doors`]) run
+//! beside the engine threads on a small runtime; their env lines follow the ready line and what
+//! they created (HIMDS key files, directory, group) is removed before the host is restored.
+//! ECS container credentials add 169.254.170.2 to the routes.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +26,7 @@ use super::driver::{self, Stop};
 use super::Engine;
 use crate::config::{self, Config};
 use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
+use crate::doors::{DoorError, Doors};
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use crate::tcp::TcpConfig;
 
@@ -60,6 +66,8 @@ pub enum UpError {
     Signal(#[from] nix::Error),
     #[error("imds-tun up needs root (CAP_NET_ADMIN) to create the TUN device and routes: run it with sudo")]
     NotPrivileged,
+    #[error(transparent)]
+    Doors(#[from] DoorError),
     #[error("engine thread {queue} failed: {message}")]
     Engine { queue: usize, message: String },
 }
@@ -80,7 +88,17 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     let tcp = tcp_config(&snapshot.config, &plan.routes);
     let mut guard = HostSetup::apply(&plan)?;
     let queues = guard.take_queues();
+    let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
+    // The token doors on kernel sockets (HIMDS, App Service, legacy MSI) run on a small
+    // runtime of their own; its threads inherit the blocked signals.
+    let doors = match open_doors(&config, &keys, &cell) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = guard.teardown();
+            return Err(e);
+        }
+    };
     let stop = Stop::new()?;
     let isn_key = random_key()?;
 
@@ -136,6 +154,13 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         if threads.len() == 1 { "" } else { "s" },
         started.elapsed().as_millis()
     );
+    if let Some((d, _)) = &doors {
+        // Whoever started us may read only the ready line: a closed stdout is no failure.
+        let mut out = std::io::stdout();
+        for line in d.env_lines() {
+            let _ = writeln!(out, "{line}");
+        }
+    }
 
     while signals.wait()? == Signal::SIGHUP {
         reload(&cell, &opts, &keys);
@@ -155,6 +180,12 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
             }
         }
     }
+    if let Some((d, runtime)) = doors {
+        for line in d.close() {
+            tracing::info!("undone: {line}");
+        }
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
     let report = guard.teardown()?;
     for line in &report.undone {
         tracing::info!("undone: {line}");
@@ -163,6 +194,26 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Opens the token doors the configuration enables, each on the returned runtime; `None`
+/// when there is nothing to open but ECS's routed address (whose env line is printed anyway).
+fn open_doors(
+    config: &Config,
+    keys: &Keys,
+    cell: &Arc<SnapshotCell>,
+) -> Result<Option<(Doors, tokio::runtime::Runtime)>, UpError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("imds-tun-doors")
+        .enable_all()
+        .build()?;
+    let doors = Doors::open(config, keys, cell, runtime.handle())?;
+    if doors.is_empty() && doors.env_lines().is_empty() {
+        runtime.shutdown_background();
+        return Ok(None);
+    }
+    Ok(Some((doors, runtime)))
 }
 
 /// What `up` changes on the host for this configuration.
@@ -175,6 +226,11 @@ fn plan(config: &Config, opts: &UpOptions) -> Plan {
         opts.threads.max(1)
     };
     plan.routes = vec![IpAddr::V4(METADATA_V4)];
+    let ecs = &config.aws.container_credentials;
+    let ecs_address = IpAddr::V4(crate::config::doors::ECS_ADDRESS);
+    if config.aws.enabled && ecs.enabled {
+        plan.routes.push(ecs_address);
+    }
     for extra in &config.server.addresses {
         if !plan.routes.contains(extra) {
             plan.routes.push(*extra);
@@ -193,6 +249,8 @@ fn tcp_config(config: &Config, routes: &[IpAddr]) -> TcpConfig {
         listen: routes.iter().map(|a| SocketAddr::new(*a, 80)).collect(),
         idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
         header_timeout: Duration::from_secs(config.server.header_timeout_secs),
+        max_established: config.server.max_connections,
+        max_half_open: config.server.max_half_open,
         ..TcpConfig::default()
     }
 }

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::parse::{header_array, parse_request, HttpError, Limits, Parsed};
-use super::request::Method;
+use super::request::{Method, Request};
 use super::response::{Reply, Response};
 use crate::cloud::RequestContext;
 use crate::snapshot::Snapshot;
@@ -47,13 +47,24 @@ pub struct Progress {
     pub close: bool,
 }
 
-/// Answers every complete request at the start of `buf`.
+/// Answers every complete request at the start of `buf` from `snapshot`.
 pub fn respond_all(
     buf: &[u8],
     snapshot: &Snapshot,
     ctx: &RequestContext,
     limits: &Limits,
     sink: &mut impl Sink,
+) -> Progress {
+    respond_all_with(buf, limits, sink, |request| snapshot.respond(request, ctx))
+}
+
+/// [`respond_all`] with the answer of each request given by `respond` (a door with state of
+/// its own, such as HIMDS's key ring, wraps the snapshot in it).
+pub fn respond_all_with<'s>(
+    buf: &[u8],
+    limits: &Limits,
+    sink: &mut impl Sink,
+    mut respond: impl FnMut(&Request<'_>) -> Reply<'s>,
 ) -> Progress {
     let mut progress = Progress {
         consumed: 0,
@@ -67,7 +78,7 @@ pub fn respond_all(
             Ok(Parsed::Complete { request, len }) => {
                 let close = request.wants_close();
                 let head_only = request.method == Method::Head;
-                match snapshot.respond(&request, ctx) {
+                match respond(&request) {
                     Reply::Static(pre) => {
                         let (bytes, sum) = pre.wire(close, head_only);
                         sink.push(Outgoing {

@@ -52,7 +52,7 @@ mod tests {
     #[test]
     fn keyed_and_clocked() {
         let l: SocketAddr = "169.254.169.254:80".parse().expect("addr");
-        let r: SocketAddr = "10.0.0.2:40000".parse().expect("addr");
+        let r: SocketAddr = "169.254.0.2:40000".parse().expect("addr");
         let g = IsnGenerator::new([7; 16]);
         let t = Instant::from_secs(5);
         assert_eq!(g.generate(l, r, t), g.generate(l, r, t));
@@ -60,7 +60,7 @@ mod tests {
         let (a, _) = g.generate(l, r, t);
         let (b, _) = g.generate(l, r, t + std::time::Duration::from_secs(1));
         assert_eq!(b.diff(a), 250_000);
-        let other: SocketAddr = "10.0.0.2:40001".parse().expect("addr");
+        let other: SocketAddr = "169.254.0.2:40001".parse().expect("addr");
         assert_ne!(g.generate(l, other, t).0, a);
         assert_ne!(IsnGenerator::new([8; 16]).generate(l, r, t).0, a);
     }

@@ -22,7 +22,7 @@ fn local() -> SocketAddr {
     "169.254.169.254:80".parse().expect("addr")
 }
 fn remote() -> SocketAddr {
-    "10.0.0.2:40000".parse().expect("addr")
+    "169.254.0.2:40000".parse().expect("addr")
 }
 const CLIENT_ISN: u32 = 1000;
 const BUF: usize = 4096;

@@ -269,7 +269,7 @@ fn echo_request_and_reply() {
 #[test]
 fn emit_errors() {
     let h = SegmentHeader {
-        src: "10.0.0.1:80".parse().expect("addr"),
+        src: "169.254.0.1:80".parse().expect("addr"),
         dst: "[::1]:80".parse().expect("addr"),
         seq: 0,
         ack: 0,
@@ -284,7 +284,7 @@ fn emit_errors() {
         Err(EmitError::MixedFamilies)
     );
     let h = SegmentHeader {
-        dst: "10.0.0.2:1".parse().expect("addr"),
+        dst: "169.254.0.2:1".parse().expect("addr"),
         ..h
     };
     assert_eq!(

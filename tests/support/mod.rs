@@ -101,3 +101,13 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts that a client script ran at least `min` checks: each check prints a line starting
+/// with `ok`, so a script that exited 0 after checking little is caught.
+pub fn assert_checks(what: &str, stdout: &str, min: usize) {
+    let checks = stdout.lines().filter(|l| l.starts_with("ok")).count();
+    assert!(
+        checks >= min,
+        "{what}: only {checks} checks ran (at least {min} expected):\n{stdout}"
+    );
+}

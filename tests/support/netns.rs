@@ -110,15 +110,29 @@ impl TestHost {
     /// mount namespace with the test hosts file bind-mounted on `/etc/hosts` (and the test
     /// resolv.conf on `/etc/resolv.conf`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.command_with_mounts(program, &[])
+    }
+
+    /// [`TestHost::command`] with more bind mounts `(source, target)` in its mount namespace
+    /// (targets must exist). Commands given the same mounts see the same files.
+    pub fn command_with_mounts(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        mounts: &[(&Path, &str)],
+    ) -> Command {
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "--"])
             .arg("sh")
             .arg("-c")
-            .arg(r#"mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf && ns="$2" && shift 2 && exec ip netns exec "$ns" "$@""#)
+            .arg(r#"mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf || exit 1; ns="$2"; n="$3"; shift 3; while [ "$n" -gt 0 ]; do mount --bind "$1" "$2" || exit 1; shift 2; n=$((n-1)); done; exec ip netns exec "$ns" "$@""#)
             .arg(&self.hosts_file)
             .arg(&self.resolv_conf)
             .arg(&self.name)
-            .arg(program);
+            .arg(mounts.len().to_string());
+        for (source, target) in mounts {
+            cmd.arg(source).arg(target);
+        }
+        cmd.arg(program);
         cmd
     }
 

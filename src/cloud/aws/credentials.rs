@@ -9,6 +9,8 @@
 //! reports without logging. A source with nothing to give (a future upstream source before
 //! its first fetch) is answered 404, as an instance whose role has no credentials yet.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::answers::{ok, TEXT};
@@ -17,8 +19,9 @@ use super::timestamp::{format_utc, http_date};
 use crate::cloud::RequestContext;
 use crate::config::aws::IamConfig;
 use crate::http::Response;
-use crate::identity::aws::{CredentialIssuer, Credentials};
+use crate::identity::aws::{CredentialIssuer, Credentials, MintedCredentials};
 use crate::identity::unix_secs;
+use crate::identity::IdentityKeys;
 
 /// The text of `iam/info`.
 pub fn info(iam: &IamConfig, last_updated: &str) -> String {
@@ -53,6 +56,22 @@ pub fn credentials(
     creds.insert("Token".into(), token.into());
     creds.insert("Expiration".into(), expiration.into());
     pretty(&Value::Object(creds))
+}
+
+/// The issuer of a role's minted credentials (IMDS and the ECS door build one each; they agree
+/// because the credentials are a function of the keys, the role and the time).
+pub fn minted_issuer(
+    iam: &IamConfig,
+    minted: &crate::config::aws::MintedCredentials,
+    keys: &Arc<IdentityKeys>,
+) -> CredentialIssuer {
+    let source = MintedCredentials::new(
+        Arc::clone(keys),
+        &iam.role_name,
+        minted.rotate_every(),
+        minted.lifetime(),
+    );
+    CredentialIssuer::new(&iam.role_name, Box::new(source))
 }
 
 /// The two IAM paths for credentials that change over time.

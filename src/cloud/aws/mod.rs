@@ -30,6 +30,7 @@
 
 pub mod answers;
 pub mod credentials;
+pub mod ecs;
 pub mod jackson;
 pub mod signatures;
 pub mod timestamp;
@@ -40,13 +41,11 @@ pub mod tree;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::cloud::{Reply, Request, RequestContext};
 use crate::config::aws::{CredentialSource, HttpEndpoint, Imdsv2};
 use crate::config::{AwsConfig, Problems};
 use crate::http::{Method, Prebuilt, Response};
-use crate::identity::aws::{CredentialIssuer, MintedCredentials};
 use crate::snapshot::Keys;
 
 use answers::{Errors, SERVER, TEXT};
@@ -98,6 +97,8 @@ pub struct Aws {
     disabled: bool,
     required: bool,
     hop_limit: u8,
+    /// ECS container credentials, when `$.aws.containerCredentials` is on.
+    ecs: Option<ecs::Ecs>,
 }
 
 /// What the request rules decided before routing.
@@ -115,18 +116,10 @@ impl Aws {
     pub fn build(config: &AwsConfig, keys: &Keys, _problems: &mut Problems) -> Aws {
         let root = root_listing().prebuild();
         let minted_iam = config.iam.as_ref().and_then(|iam| match &iam.credentials {
-            CredentialSource::Minted(m) => {
-                let source = MintedCredentials::new(
-                    Arc::clone(&keys.identity),
-                    &iam.role_name,
-                    m.rotate_every(),
-                    m.lifetime(),
-                );
-                Some(MintedIam::new(
-                    iam,
-                    CredentialIssuer::new(&iam.role_name, Box::new(source)),
-                ))
-            }
+            CredentialSource::Minted(m) => Some(MintedIam::new(
+                iam,
+                credentials::minted_issuer(iam, m, &keys.identity),
+            )),
             CredentialSource::Static(_) => None,
         });
         Aws {
@@ -139,6 +132,7 @@ impl Aws {
             required: config.imdsv2 == Imdsv2::Required,
             // Validation keeps it in 1..=64.
             hop_limit: u8::try_from(config.hop_limit).unwrap_or(1),
+            ecs: ecs::Ecs::build(config, &keys.identity),
         }
     }
 
@@ -217,6 +211,16 @@ impl Aws {
             return Verdict::Error(&e.unauthorized_pre, &e.unauthorized);
         }
         Verdict::Route
+    }
+
+    /// The answer at the container-credentials door (169.254.170.2), or `None` when the path
+    /// is not a credentials path there (it is then answered as at 169.254.169.254).
+    pub fn respond_container_credentials<'s>(
+        &'s self,
+        req: &Request<'_>,
+        ctx: &RequestContext,
+    ) -> Option<Reply<'s>> {
+        self.ecs.as_ref()?.respond(req, ctx)
     }
 
     /// The answer for a path no cloud owns, in this cloud's style.

@@ -19,6 +19,7 @@ fn ctx_at(now: u64) -> RequestContext {
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(now),
         peer: addr("169.254.0.2:40000"),
         local: addr("169.254.169.254:80"),
+        door: Default::default(),
     }
 }
 

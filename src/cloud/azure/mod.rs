@@ -25,11 +25,17 @@
 //! `/metadata/identity/oauth2/token` (api-version 2018-02-01 or later; tokens from each
 //! identity's source, see [`token`]), and `/metadata/attested/document` (api-version
 //! 2018-10-01 or later, signed per request, see [`attested`]).
+//!
+//! The other token doors answer from the same identities with their own rules: [`himds`]
+//! (Azure Arc, with the key-file challenge), [`app_service`] and [`legacy_msi`].
 
+pub mod app_service;
 mod attested;
 mod errors;
 mod events;
+pub mod himds;
 mod instance;
+pub mod legacy_msi;
 mod rules;
 mod token;
 mod tree;
@@ -94,6 +100,12 @@ pub struct Azure {
     /// 200 to an approval.
     events_accepted: Prebuilt,
     has_loadbalancer: bool,
+    /// The HIMDS door: where its key files are (the realm's directory), its own errors.
+    himds_key_directory: String,
+    himds_errors: himds::HimdsErrors,
+    /// The App Service door's `X-IDENTITY-HEADER` secret and errors.
+    app_service_header: String,
+    app_service_errors: app_service::AppServiceErrors,
 }
 
 impl Azure {
@@ -157,6 +169,10 @@ impl Azure {
                 .header("Server", errors::SERVER)
                 .prebuild(),
             has_loadbalancer: config.loadbalancer.is_some(),
+            himds_key_directory: config.himds.key_directory.display().to_string(),
+            himds_errors: himds::HimdsErrors::render(),
+            app_service_header: app_service::app_service_header(config, keys),
+            app_service_errors: app_service::AppServiceErrors::render(),
         }
     }
 
@@ -306,6 +322,26 @@ impl Azure {
         self.json_only(query, answer)
     }
 
+    /// The checks every identity endpoint of every door makes first, in the identity error
+    /// style: `X-Forwarded-For` and `Metadata: true`, GET, a well-formed query.
+    fn identity_request<'s, 'q>(&'s self, req: &Request<'q>) -> Result<Query<'q>, Reply<'s>> {
+        let e = &self.errors.identity;
+        match check_headers(req) {
+            Err(HeaderProblem::Forwarded) => return Err(Reply::Static(&e.forwarded)),
+            Err(HeaderProblem::MissingMetadata) => return Err(Reply::Static(&e.missing_metadata)),
+            Ok(()) => {}
+        }
+        if req.method != Method::Get {
+            return Err(Reply::Dynamic(errors::identity_method_not_allowed(
+                req.path, req.method,
+            )));
+        }
+        parse_query(req.query).map_err(|p| match p {
+            QueryProblem::Duplicate => Reply::Static(&e.duplicate_query),
+            _ => Reply::Static(&e.bad_query),
+        })
+    }
+
     /// `/metadata/identity/info` and `/metadata/identity/oauth2/token`.
     fn identity<'s>(
         &'s self,
@@ -314,18 +350,9 @@ impl Azure {
         ctx: &RequestContext,
     ) -> Reply<'s> {
         let e = &self.errors.identity;
-        match check_headers(req) {
-            Err(HeaderProblem::Forwarded) => return Reply::Static(&e.forwarded),
-            Err(HeaderProblem::MissingMetadata) => return Reply::Static(&e.missing_metadata),
-            Ok(()) => {}
-        }
-        if req.method != Method::Get {
-            return Reply::Dynamic(errors::identity_method_not_allowed(req.path, req.method));
-        }
-        let query = match parse_query(req.query) {
+        let query = match self.identity_request(req) {
             Ok(q) => q,
-            Err(QueryProblem::Duplicate) => return Reply::Static(&e.duplicate_query),
-            Err(_) => return Reply::Static(&e.bad_query),
+            Err(answer) => return answer,
         };
         let version_ok = query
             .api_version

@@ -164,6 +164,8 @@ pub struct Query<'q> {
     /// MSAL Node's name for `msi_res_id` (it sends it to non-IMDS sources, and some users copy
     /// it); accepted as a synonym.
     pub mi_res_id: Option<Cow<'q, str>>,
+    /// App Service's name for the object id.
+    pub principal_id: Option<Cow<'q, str>>,
     pub bypass_cache: Option<Cow<'q, str>>,
     /// The attested document's nonce.
     pub nonce: Option<Cow<'q, str>>,
@@ -191,6 +193,7 @@ pub fn parse_query(raw: &str) -> Result<Query<'_>, QueryProblem> {
         object_id: None,
         msi_res_id: None,
         mi_res_id: None,
+        principal_id: None,
         bypass_cache: None,
         nonce: None,
     };
@@ -212,6 +215,7 @@ pub fn parse_query(raw: &str) -> Result<Query<'_>, QueryProblem> {
             "object_id" => &mut q.object_id,
             "msi_res_id" => &mut q.msi_res_id,
             "mi_res_id" => &mut q.mi_res_id,
+            "principal_id" => &mut q.principal_id,
             "bypass_cache" => &mut q.bypass_cache,
             "nonce" => &mut q.nonce,
             "format" => {

@@ -32,6 +32,7 @@ fn ctx() -> RequestContext {
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
         peer: addr,
         local: addr,
+        door: Default::default(),
     }
 }
 

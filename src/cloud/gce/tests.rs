@@ -13,6 +13,7 @@ fn ctx() -> RequestContext {
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
         peer: addr("127.0.0.1:40000"),
         local: addr("169.254.169.254:80"),
+        door: Default::default(),
     }
 }
 
