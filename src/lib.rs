@@ -19,6 +19,7 @@
 //! device/    TUN, in-memory, fault-injecting and pcap devices; routes; hosts file; host state
 //! engine/    the packet loop that joins device, wire, tcp, http and the snapshot
 //! listen     the kernel-socket front door (`serve --listen`)
+//! pending    parked requests: tickets on work off the packet path, and waking the front door
 //! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
 //!            App Service, legacy VM extension
 //! ```
@@ -38,6 +39,7 @@ pub mod engine;
 pub mod http;
 pub mod identity;
 pub mod listen;
+pub mod pending;
 pub mod snapshot;
 pub mod tcp;
 pub mod wire;

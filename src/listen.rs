@@ -9,6 +9,10 @@
 //! request in progress) and a header timeout (a request started but not complete). No root is
 //! needed; this is also the contender "kernel TCP" in the benchmark.
 //!
+//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream) parks its
+//! connection: the task waits on the ticket (at most [`PARK_LIMIT`]) without reading further,
+//! then answers the buffer again. Other connections, being other tasks, are not held up.
+//!
 //! Invariants: a connection buffers at most one request's worth of bytes (head and body
 //! limits); the per-connection buffers are reused, so a static answer allocates nothing.
 
@@ -22,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::cloud::{Door, RequestContext};
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
+use crate::pending::{Wake, PARK_LIMIT};
 use crate::snapshot::SnapshotCell;
 
 /// How many bytes one read may bring.
@@ -106,28 +111,34 @@ async fn connection(
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
     let mut request_started: Option<tokio::time::Instant> = None;
+    // Set after a parked request's ticket is done: answer the buffer again before reading.
+    let mut rerun = false;
+    // Created on the first parked request only (the common path never parks).
+    let mut wakeup: Option<Arc<tokio::sync::Notify>> = None;
     loop {
-        let deadline = match request_started {
-            Some(t) => t + header,
-            None => tokio::time::Instant::now() + idle,
-        };
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Err(_) => return Ok(()),
-            Ok(r) => r?,
-        }
-        // Never hold more than one request's worth of bytes plus one read; the parser
-        // rejects anything over its limits before that matters.
-        if buf.len() > cap {
-            return Ok(());
-        }
-        if buf.capacity() - buf.len() < READ_SIZE {
-            buf.reserve(READ_SIZE);
-        }
-        match stream.try_read_buf(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        if !std::mem::take(&mut rerun) {
+            let deadline = match request_started {
+                Some(t) => t + header,
+                None => tokio::time::Instant::now() + idle,
+            };
+            match tokio::time::timeout_at(deadline, stream.readable()).await {
+                Err(_) => return Ok(()),
+                Ok(r) => r?,
+            }
+            // Never hold more than one request's worth of bytes plus one read; the parser
+            // rejects anything over its limits before that matters.
+            if buf.len() > cap {
+                return Ok(());
+            }
+            if buf.capacity() - buf.len() < READ_SIZE {
+                buf.reserve(READ_SIZE);
+            }
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
         }
         snapshot = cell.load();
         let ctx = RequestContext {
@@ -155,6 +166,20 @@ async fn connection(
         if progress.close {
             stream.shutdown().await?;
             return Ok(());
+        }
+        if let Some(ticket) = progress.pending {
+            // The request stays in `buf` (unconsumed): nothing after it is read or answered
+            // until it is, which keeps pipelined answers in order. Other connections are
+            // their own tasks and go on meanwhile.
+            let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
+            let waker: Arc<dyn Wake> = notify.clone();
+            ticket.on_done(&waker);
+            let parked = tokio::time::timeout(PARK_LIMIT, notify.notified()).await;
+            if parked.is_err() {
+                ticket.time_out();
+            }
+            rerun = true;
+            request_started = None;
         }
     }
 }

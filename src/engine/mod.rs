@@ -5,7 +5,10 @@
 //! to it. It is driven with time passed in: [`Engine::handle_ready`] drains up to a batch of
 //! packets and answers every request they complete, [`Engine::handle_timeout`] runs TCP
 //! timers, [`Engine::flush`] writes every pending segment (one writev each), and
-//! [`Engine::poll_at`] says when to come back. [`driver`] is the thin blocking loop around it
+//! [`Engine::poll_at`] says when to come back. A request answered
+//! [`crate::http::Reply::Pending`] parks its connection (see [`crate::pending`]);
+//! [`Engine::handle_wakeup`] answers it when the engine's wake-up eventfd says its ticket is
+//! done, or with the error at its deadline, while every other connection is served as usual. [`driver`] is the thin blocking loop around it
 //! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
 //!
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
@@ -14,6 +17,7 @@
 //! only its connection.
 
 pub mod driver;
+pub mod eventfd;
 pub mod up;
 
 use std::io::IoSlice;
@@ -24,9 +28,11 @@ use std::time::SystemTime;
 use crate::cloud::{Door, RequestContext};
 use crate::device::{Device, MAX_PACKET};
 use crate::http::exchange::{respond_all, Outgoing};
+use crate::pending::{Ticket, Wake, PARK_LIMIT};
 use crate::snapshot::SnapshotCell;
 use crate::tcp::{ConnId, ConnTable, TcpConfig};
 use crate::wire::{self, Malformed, Packet};
+use eventfd::EventFd;
 
 /// Packets read before the pending segments are written: batching lets one `poll_transmit`
 /// answer several connections, and bounds the latency a burst adds to the first of them.
@@ -56,6 +62,9 @@ pub struct Exchange {
     /// A response with `Connection: close` (or an HTTP error) was queued: no more requests
     /// are read on this connection.
     closing: bool,
+    /// The first unanswered request waits on this ticket until the deadline; it and the
+    /// bytes after it stay in the receive buffer.
+    parked: Option<(Ticket, std::time::Instant)>,
 }
 
 /// A monotonic clock origin, so TCP's microsecond [`crate::tcp::Instant`] can be derived from
@@ -90,6 +99,11 @@ pub struct Engine<D: Device> {
     rx: Box<[u8]>,
     echo: Box<[u8]>,
     out: Vec<Outgoing>,
+    /// Connections with a parked request (see [`crate::pending`]).
+    parked: Vec<ConnId>,
+    /// Signalled when a ticket of a parked request is done; made on the first park, so an
+    /// engine that never parks has no extra descriptor.
+    wakeup: Option<Arc<EventFd>>,
 }
 
 impl<D: Device> Engine<D> {
@@ -110,6 +124,45 @@ impl<D: Device> Engine<D> {
             rx: vec![0u8; MAX_PACKET].into_boxed_slice(),
             echo: vec![0u8; MAX_PACKET].into_boxed_slice(),
             out: Vec::with_capacity(8),
+            parked: Vec::new(),
+            wakeup: None,
+        }
+    }
+
+    /// The descriptor that becomes readable when a parked request can be answered.
+    pub fn wakeup_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.wakeup.as_ref().map(|w| w.fd())
+    }
+
+    /// Re-runs every parked request whose ticket is done, and answers the error for those
+    /// parked past their deadline ([`PARK_LIMIT`]). Costs nothing while none is parked.
+    pub fn handle_wakeup(&mut self, now: std::time::Instant, wall: SystemTime) {
+        if self.parked.is_empty() {
+            return;
+        }
+        if let Some(w) = &self.wakeup {
+            w.drain();
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for id in parked {
+            let Some(app) = self.tcp.app_mut(id) else {
+                continue; // the connection is gone
+            };
+            let ready = match &app.parked {
+                None => continue,
+                Some((ticket, _)) if ticket.is_done() => true,
+                Some((ticket, deadline)) if *deadline <= now => {
+                    ticket.time_out();
+                    true
+                }
+                Some(_) => false,
+            };
+            if ready {
+                app.parked = None;
+                self.answer(id, now, wall);
+            } else {
+                self.parked.push(id);
+            }
         }
     }
 
@@ -174,10 +227,15 @@ impl<D: Device> Engine<D> {
     /// When the engine next has something to do without new packets.
     pub fn poll_at(&self) -> Option<std::time::Instant> {
         let tcp = self.tcp.poll_at().map(|t| self.clock.std(t));
-        match (tcp, self.device.poll_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let parked = self
+            .parked
+            .iter()
+            .filter_map(|id| self.tcp.app(*id)?.parked.as_ref().map(|(_, at)| *at))
+            .min();
+        [tcp, self.device.poll_at(), parked]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn handle_packet(&mut self, now: std::time::Instant, wall: SystemTime, len: usize) {
@@ -191,7 +249,7 @@ impl<D: Device> Engine<D> {
         match packet {
             Packet::Tcp(seg) => {
                 if let Some(id) = self.tcp.handle_segment(self.clock.tcp(now), &seg) {
-                    self.answer(id, wall);
+                    self.answer(id, now, wall);
                 }
             }
             Packet::EchoRequest(req) => {
@@ -221,11 +279,15 @@ impl<D: Device> Engine<D> {
     }
 
     /// Answers every complete request buffered on `id`, and closes when HTTP says so or the
-    /// peer has finished sending.
-    fn answer(&mut self, id: ConnId, wall: SystemTime) {
+    /// peer has finished sending. A parked connection is left alone until its ticket is done
+    /// ([`Engine::handle_wakeup`]).
+    fn answer(&mut self, id: ConnId, now: std::time::Instant, wall: SystemTime) {
         let Some((local, peer)) = self.tcp.endpoints(id) else {
             return;
         };
+        if self.tcp.app(id).is_some_and(|a| a.parked.is_some()) {
+            return;
+        }
         let closing = self.tcp.app(id).is_some_and(|a| a.closing);
         let data = self.tcp.recv_data(id);
         if closing {
@@ -260,10 +322,34 @@ impl<D: Device> Engine<D> {
                 self.tcp.consume(id, rest);
                 return;
             }
+            if let Some(ticket) = progress.pending {
+                self.park(id, ticket, now);
+                // The parked request is complete: a FIN after it does not end the exchange.
+                return;
+            }
         }
         // The peer sent FIN: whatever is left is an incomplete request that cannot complete.
         if self.tcp.recv_closed(id) {
             self.tcp.close(id);
+        }
+    }
+
+    /// Holds `id`'s first unanswered request until `ticket` is done or [`PARK_LIMIT`] passes.
+    fn park(&mut self, id: ConnId, ticket: Ticket, now: std::time::Instant) {
+        if self.wakeup.is_none() {
+            match EventFd::new() {
+                Ok(fd) => self.wakeup = Some(Arc::new(fd)),
+                // Without it the deadline still re-runs the request (and answers the error).
+                Err(e) => tracing::warn!(error = %e, "cannot create the wake-up eventfd"),
+            }
+        }
+        if let Some(w) = &self.wakeup {
+            let waker: Arc<dyn Wake> = w.clone();
+            ticket.on_done(&waker);
+        }
+        if let Some(app) = self.tcp.app_mut(id) {
+            app.parked = Some((ticket, now + PARK_LIMIT));
+            self.parked.push(id);
         }
     }
 

@@ -3,7 +3,9 @@
 //! Contract: [`respond_all`] answers every complete request at the start of `buf`, in order
 //! (HTTP/1.1 pipelining, RFC 9112 9.3.2), hands each response to the [`Sink`], and reports how
 //! many bytes it consumed and whether the connection must close after the last response.
-//! Incomplete trailing bytes are left for the next call. A parse error produces one error
+//! Incomplete trailing bytes are left for the next call. A request answered
+//! [`Reply::Pending`] stops the loop: it is not consumed, [`Progress::pending`] holds its
+//! ticket, and the caller calls again when the ticket is done. A parse error produces one error
 //! response and `close`; what was answered before it stays answered.
 
 use bytes::Bytes;
@@ -12,6 +14,7 @@ use super::parse::{header_array, parse_request, HttpError, Limits, Parsed};
 use super::request::{Method, Request};
 use super::response::{Reply, Response};
 use crate::cloud::RequestContext;
+use crate::pending::Ticket;
 use crate::snapshot::Snapshot;
 use crate::wire::checksum::PartialSum;
 
@@ -37,7 +40,7 @@ impl Sink for Vec<Outgoing> {
 }
 
 /// What [`respond_all`] did with the buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Progress {
     /// Bytes of `buf` consumed by answered requests.
     pub consumed: usize,
@@ -45,6 +48,9 @@ pub struct Progress {
     pub answered: usize,
     /// The connection must be closed after the responses are sent.
     pub close: bool,
+    /// The first unanswered request waits on this ticket: it and everything after it stay in
+    /// the buffer (not consumed) until the front door re-runs them.
+    pub pending: Option<Ticket>,
 }
 
 /// Answers every complete request at the start of `buf` from `snapshot`.
@@ -70,6 +76,7 @@ pub fn respond_all_with<'s>(
         consumed: 0,
         answered: 0,
         close: false,
+        pending: None,
     };
     while progress.consumed < buf.len() {
         let mut headers = header_array();
@@ -88,6 +95,10 @@ pub fn respond_all_with<'s>(
                         });
                     }
                     Reply::Dynamic(resp) => push_dynamic(sink, &resp, close, head_only),
+                    Reply::Pending(ticket) => {
+                        progress.pending = Some(ticket);
+                        break;
+                    }
                 }
                 progress.consumed += len;
                 progress.answered += 1;

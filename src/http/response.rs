@@ -20,6 +20,10 @@ pub enum Reply<'s> {
     Static(&'s Prebuilt),
     /// Rendered for this request (tokens, errors that echo input, event state).
     Dynamic(Response),
+    /// Not yet: the answer waits on work off the packet path (an upstream token fetch). The
+    /// front door keeps the request and re-runs it when the ticket is done
+    /// ([`crate::pending`]).
+    Pending(crate::pending::Ticket),
 }
 
 /// A response rendered once for both connection modes.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use super::keys::IdentityKeys;
-use super::source::Unavailable;
+use super::source::NoToken;
 
 /// New credentials every hour.
 pub const DEFAULT_ROTATE_EVERY: u64 = 3600;
@@ -56,7 +56,7 @@ impl fmt::Debug for Credentials {
 
 /// Where a role's credentials come from.
 pub trait CredentialSource: Send + Sync + fmt::Debug {
-    fn credentials(&self, now: u64) -> Result<Credentials, Unavailable>;
+    fn credentials(&self, now: u64) -> Result<Credentials, NoToken>;
 }
 
 /// A source with its audit line.
@@ -75,7 +75,7 @@ impl CredentialIssuer {
     }
 
     /// The credentials for a caller at `peer`; logs the issue.
-    pub fn issue(&self, now: u64, peer: SocketAddr) -> Result<Credentials, Unavailable> {
+    pub fn issue(&self, now: u64, peer: SocketAddr) -> Result<Credentials, NoToken> {
         let c = self.source.credentials(now)?;
         tracing::info!(
             role = %self.role,
@@ -88,7 +88,7 @@ impl CredentialIssuer {
     }
 
     /// The credentials at `now`, without an audit line (what `iam/info` reports).
-    pub fn peek(&self, now: u64) -> Result<Credentials, Unavailable> {
+    pub fn peek(&self, now: u64) -> Result<Credentials, NoToken> {
         self.source.credentials(now)
     }
 }
@@ -123,7 +123,7 @@ impl MintedCredentials {
 }
 
 impl CredentialSource for MintedCredentials {
-    fn credentials(&self, now: u64) -> Result<Credentials, Unavailable> {
+    fn credentials(&self, now: u64) -> Result<Credentials, NoToken> {
         let window = now / self.rotate_every;
         let last_updated = window * self.rotate_every;
         let parts: [&[u8]; 2] = [self.role.as_bytes(), &window.to_be_bytes()];

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use super::jwt;
 use super::keys::IdentityKeys;
-use super::source::{window_start, Token, TokenRequest, TokenSource, Unavailable};
+use super::source::{window_start, NoToken, Token, TokenRequest, TokenSource, Unavailable};
 
 /// Tokens are issued at the start of each window of this many seconds.
 pub const REISSUE_WINDOW: u64 = 300;
@@ -65,7 +65,7 @@ impl MintedAccessToken {
 }
 
 impl TokenSource for MintedAccessToken {
-    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, Unavailable> {
+    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let id = &self.identity;
         let iat = window_start(req.now, REISSUE_WINDOW);
         let exp = iat + self.lifetime;

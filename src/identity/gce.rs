@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use super::jwt;
 use super::keys::IdentityKeys;
-use super::source::{window_start, Token, TokenRequest, TokenSource, Unavailable};
+use super::source::{window_start, NoToken, Token, TokenRequest, TokenSource, Unavailable};
 
 pub const REISSUE_WINDOW: u64 = 300;
 /// Google access and ID tokens last an hour; the metadata server reports 3599 s on a fresh one.
@@ -74,7 +74,7 @@ impl MintedAccessToken {
 }
 
 impl TokenSource for MintedAccessToken {
-    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, Unavailable> {
+    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let iat = window_start(req.now, REISSUE_WINDOW);
         let scopes = normalize_scopes(req.scopes, &self.scopes);
         let bytes = self.keys.mac_stream(
@@ -143,7 +143,7 @@ impl MintedIdToken {
 }
 
 impl TokenSource for MintedIdToken {
-    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, Unavailable> {
+    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let iat = window_start(req.now, REISSUE_WINDOW);
         let exp = iat + ID_TOKEN_LIFETIME;
         let mut c = Map::new();

@@ -43,7 +43,7 @@ pub mod source;
 pub mod store;
 
 pub use keys::{IdentityKeys, KeyError, Leaf};
-pub use source::{Issuer, Token, TokenRequest, TokenSource, Unavailable};
+pub use source::{Issuer, NoToken, Token, TokenRequest, TokenSource, Unavailable};
 
 /// The path of the JWKS document on every metadata address.
 pub const JWKS_PATH: &str = "/imds-tun/jwks";

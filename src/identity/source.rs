@@ -4,9 +4,11 @@
 //! Contract: a [`TokenSource`] turns a [`TokenRequest`] (audience, scopes, options and `now`)
 //! into a [`Token`] with its times, or [`Unavailable`]. It never blocks and never reads the
 //! clock: minted sources compute, a static source returns what it holds, and a source that
-//! needs I/O (an upstream token service, a command) answers from a cache that a task off the
-//! packet path fills, returning `Unavailable` until it has something (the cloud then answers
-//! its retryable error). [`Issuer`] wraps a source with
+//! needs I/O (an upstream token service, a command) answers from a cache that a thread off the
+//! packet path fills ([`super::fetched`]): until it has something it answers
+//! [`NoToken::Pending`] with a ticket on the fetch in flight, and the cloud answers
+//! [`Reply::Pending`], so the front door parks the request; a failed fetch gives
+//! [`NoToken::Unavailable`] (the cloud then answers its retryable error). [`Issuer`] wraps a source with
 //! - a cache keyed by (audience, scopes, options), holding each token until its
 //!   `fresh_until`, bounded to [`MAX_CACHED`] entries (audiences come from callers), so a
 //!   signature costs at most once per key and reissue window, never per request or packet;
@@ -20,6 +22,9 @@ use std::sync::Mutex;
 
 use base64::Engine as _;
 use serde_json::Value;
+
+use crate::http::{Prebuilt, Reply};
+use crate::pending::Ticket;
 
 /// Distinct requests an issuer remembers; past this, stale entries go, then all.
 pub const MAX_CACHED: usize = 1024;
@@ -86,9 +91,35 @@ impl Token {
 #[error("no token available: {0}")]
 pub struct Unavailable(pub String);
 
+/// Why a source gave no token.
+#[derive(Clone, Debug)]
+pub enum NoToken {
+    /// The cloud answers its "source unavailable" error.
+    Unavailable(Unavailable),
+    /// A fetch is in flight: the request is parked on the ticket and re-run when it is done
+    /// ([`crate::pending`]).
+    Pending(Ticket),
+}
+
+impl From<Unavailable> for NoToken {
+    fn from(u: Unavailable) -> NoToken {
+        NoToken::Unavailable(u)
+    }
+}
+
+impl NoToken {
+    /// The reply for this outcome: `unavailable` (the cloud's error), or parked.
+    pub fn reply<'s>(self, unavailable: &'s Prebuilt) -> Reply<'s> {
+        match self {
+            NoToken::Unavailable(_) => Reply::Static(unavailable),
+            NoToken::Pending(t) => Reply::Pending(t),
+        }
+    }
+}
+
 /// Where one identity's tokens come from. See the module docs for the rules.
 pub trait TokenSource: Send + Sync + fmt::Debug {
-    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, Unavailable>;
+    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken>;
 }
 
 /// The start of the reissue window `now` falls in: minted tokens are issued at window starts,
@@ -133,7 +164,7 @@ impl Issuer {
     }
 
     /// A token for `req`, from the cache while it is fresh; logs the issue.
-    pub fn issue(&self, req: &TokenRequest<'_>, peer: SocketAddr) -> Result<Token, Unavailable> {
+    pub fn issue(&self, req: &TokenRequest<'_>, peer: SocketAddr) -> Result<Token, NoToken> {
         let key = format!(
             "{}\n{}\n{}{}",
             req.audience, req.scopes, req.full as u8, req.licenses as u8
@@ -213,7 +244,7 @@ impl StaticToken {
 }
 
 impl TokenSource for StaticToken {
-    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, Unavailable> {
+    fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let now = req.now;
         let c = self.claims;
         let (issued_at, not_before, expires_at) = match c.exp {
@@ -322,7 +353,7 @@ mod tests {
     struct Counting(AtomicU32);
 
     impl TokenSource for Counting {
-        fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, Unavailable> {
+        fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
             let n = self.0.fetch_add(1, Ordering::SeqCst);
             let start = window_start(req.now, 300);
             Ok(Token {

@@ -21,7 +21,7 @@ use crate::config::aws::IamConfig;
 use crate::http::Response;
 use crate::identity::aws::{CredentialIssuer, Credentials, MintedCredentials};
 use crate::identity::unix_secs;
-use crate::identity::IdentityKeys;
+use crate::identity::{IdentityKeys, NoToken};
 
 /// The text of `iam/info`.
 pub fn info(iam: &IamConfig, last_updated: &str) -> String {
@@ -96,20 +96,20 @@ impl MintedIam {
     }
 
     /// The answer for `key` (a path below the version), when it is one of the two.
-    pub fn respond(&self, key: &str, ctx: &RequestContext) -> Option<Result<Response, ()>> {
+    pub fn respond(&self, key: &str, ctx: &RequestContext) -> Option<Result<Response, NoToken>> {
         let now = unix_secs(ctx.now);
         let answer = |c: Credentials, body: String| {
             let modified = http_date(c.last_updated as i64);
             ok(TEXT, Some(&modified), body)
         };
         if key == self.info_key {
-            return Some(self.issuer.peek(now).map_err(|_| ()).map(|c| {
+            return Some(self.issuer.peek(now).map(|c| {
                 let body = info(&self.iam, &format_utc(c.last_updated as i64));
                 answer(c, body)
             }));
         }
         if key == self.role_key {
-            return Some(self.issuer.issue(now, ctx.peer).map_err(|_| ()).map(|c| {
+            return Some(self.issuer.issue(now, ctx.peer).map(|c| {
                 let body = credentials(
                     &format_utc(c.last_updated as i64),
                     &c.access_key_id,

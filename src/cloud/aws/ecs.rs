@@ -165,7 +165,7 @@ impl Ecs {
                         }
                         Reply::Dynamic(credentials_answer(doc))
                     }
-                    Err(_) => Reply::Static(&self.unknown_id),
+                    Err(no) => no.reply(&self.unknown_id),
                 }
             }
         })

@@ -156,7 +156,7 @@ impl Aws {
                 let minted = self.minted_iam.as_ref().filter(|_| known);
                 match minted.and_then(|m| m.respond(key, ctx)) {
                     Some(Ok(answer)) => return Reply::Dynamic(answer),
-                    Some(Err(())) => return Reply::Static(&self.errors.not_found_pre),
+                    Some(Err(no)) => return no.reply(&self.errors.not_found_pre),
                     None => {}
                 }
                 match self.routes.get(key).filter(|_| known) {

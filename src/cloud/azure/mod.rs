@@ -421,7 +421,7 @@ impl Azure {
             .issue(&TokenRequest::new(resource, now), ctx.peer)
         {
             Ok(token) => Reply::Dynamic(token_response(identity, &token, resource, selector, now)),
-            Err(_) => Reply::Static(&e.unavailable),
+            Err(no) => no.reply(&e.unavailable),
         }
     }
 }

@@ -285,7 +285,7 @@ impl Gce {
                                 _ => json,
                             })
                         }
-                        Err(_) => Reply::Static(&self.unavailable),
+                        Err(no) => no.reply(&self.unavailable),
                     }
                 }
                 None => self.not_found(req),
@@ -303,7 +303,7 @@ impl Gce {
                         r.licenses = params.licenses;
                         match issuer.issue(&r, ctx.peer) {
                             Ok(t) => Reply::Dynamic(page::answer(200, page::TEXT, t.value)),
-                            Err(_) => Reply::Static(&self.unavailable),
+                            Err(no) => no.reply(&self.unavailable),
                         }
                     }
                     None => self.not_found(req),
