@@ -36,6 +36,7 @@ fn render(reply: Reply<'_>) -> (u16, String, String) {
     let bytes = match reply {
         Reply::Static(p) => p.bytes().to_vec(),
         Reply::Dynamic(r) => r.render(false, false).0,
+        Reply::Pending(t) => panic!("parked on {t:?}"),
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     // "HTTP/1.1 200 OK": the status is bytes 9..12.

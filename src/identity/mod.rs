@@ -35,6 +35,7 @@ pub mod aws;
 pub mod azure;
 pub mod cert;
 mod fixed;
+pub mod fetched;
 pub mod gce;
 pub mod jwt;
 pub mod keys;

@@ -92,12 +92,14 @@ impl Token {
 pub struct Unavailable(pub String);
 
 /// Why a source gave no token.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum NoToken {
     /// The cloud answers its "source unavailable" error.
+    #[error(transparent)]
     Unavailable(Unavailable),
     /// A fetch is in flight: the request is parked on the ticket and re-run when it is done
     /// ([`crate::pending`]).
+    #[error("the token is being fetched")]
     Pending(Ticket),
 }
 

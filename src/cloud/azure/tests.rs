@@ -60,6 +60,7 @@ fn ask(azure: &Azure, raw: &str) -> Answer {
     let (bytes, is_static) = match azure.respond(&request, &ctx()) {
         Reply::Static(p) => (p.bytes().to_vec(), true),
         Reply::Dynamic(r) => (r.render(false, false).0, false),
+        Reply::Pending(t) => panic!("parked on {t:?}"),
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));

@@ -67,6 +67,7 @@ fn ask(gce: &Gce, method: &str, target: &str, headers: &[&str], body: &str) -> A
     let (bytes, is_static) = match gce.respond(&request, &ctx()) {
         Reply::Static(p) => (p.bytes().to_vec(), true),
         Reply::Dynamic(r) => (r.render(false, false).0, false),
+        Reply::Pending(t) => panic!("parked on {t:?}"),
     };
     let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"));
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
