@@ -34,14 +34,15 @@
 pub mod aws;
 pub mod azure;
 pub mod cert;
-mod fixed;
 pub mod fetched;
+mod fixed;
 pub mod gce;
 pub mod jwt;
 pub mod keys;
 pub mod pkcs7;
 pub mod source;
 pub mod store;
+pub mod upstream;
 
 pub use keys::{IdentityKeys, KeyError, Leaf};
 pub use source::{Issuer, NoToken, Token, TokenRequest, TokenSource, Unavailable};
