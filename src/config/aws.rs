@@ -180,6 +180,10 @@ pub enum CredentialSource {
     Static(StaticCredentials),
     /// Rotating credentials derived from the key store ([`crate::identity::aws`]).
     Minted(MintedCredentials),
+    /// The user's own keys, given or from a profile ([`super::upstream::AwsUpstream`]).
+    Upstream(super::upstream::AwsUpstream),
+    /// Credentials printed by a command in the `credential_process` format.
+    Command(super::upstream::CommandConfig),
 }
 
 /// `credentials.minted`: `{}` for the defaults (new credentials hourly, each valid 6 h).
@@ -540,6 +544,12 @@ impl IamConfig {
         }
         let c = match &self.credentials {
             CredentialSource::Static(c) => c,
+            CredentialSource::Upstream(u) => {
+                return u.validate(&join(&join(at, "credentials"), "upstream"), problems)
+            }
+            CredentialSource::Command(c) => {
+                return c.validate(&join(&join(at, "credentials"), "command"), problems)
+            }
             CredentialSource::Minted(m) => {
                 let at = join(&join(at, "credentials"), "minted");
                 let (rotate, lifetime) = (m.rotate_every(), m.lifetime());

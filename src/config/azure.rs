@@ -8,9 +8,9 @@
 //! [`AzureConfig::validate`] adds the semantic checks, each problem named by its JSON path.
 //!
 //! Forward compatibility: an identity's `token` is a [`TokenSource`] with one optional field per
-//! kind of source; exactly one must be set: `minted` (signed locally, the default) or
-//! `accessToken` (a token taken from the configuration). Later sources (`upstream`, `command`)
-//! are added as new optional fields, so files written now keep loading.
+//! kind of source; exactly one must be set: `minted` (signed locally, the default),
+//! `accessToken` (a token taken from the configuration), `upstream` (Entra ID client
+//! credentials) or `command` (see [`super::upstream`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::{index, join, Problems};
+use super::upstream::{AzureUpstream, CommandConfig};
 
 /// `$.azure`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -206,6 +207,12 @@ pub struct TokenSource {
     /// against the JWKS at `/imds-tun/jwks`.
     #[serde(default)]
     pub minted: Option<MintedToken>,
+    /// Real tokens from Entra ID with a service principal's client credentials.
+    #[serde(default)]
+    pub upstream: Option<AzureUpstream>,
+    /// Tokens printed by a command (`az account get-access-token -o json`).
+    #[serde(default)]
+    pub command: Option<CommandConfig>,
 }
 
 /// `token.minted`: `{}` for the defaults.
@@ -371,10 +378,24 @@ impl AzureConfig {
                 _ => {}
             }
             let token_at = join(&id_at, "token");
+            let t = &id.token;
+            let sources = [
+                t.access_token.is_some(),
+                t.minted.is_some(),
+                t.upstream.is_some(),
+                t.command.is_some(),
+            ];
+            if let Some(u) = &t.upstream {
+                u.validate(&join(&token_at, "upstream"), problems);
+            }
+            if let Some(c) = &t.command {
+                c.validate(&join(&token_at, "command"), problems);
+            }
             match (&id.token.access_token, &id.token.minted) {
-                (None, None) | (Some(_), Some(_)) => problems.push(
+                _ if sources.iter().filter(|s| **s).count() != 1 => problems.push(
                     token_at,
-                    "exactly one token source: {\"minted\": {}} or {\"accessToken\": \"<jwt>\"}",
+                    "exactly one token source: {\"minted\": {}}, {\"accessToken\": \"<jwt>\"}, \
+                     {\"upstream\": {...}} or {\"command\": {...}}",
                 ),
                 (Some(t), None) if t.expose().is_empty() => {
                     problems.push(join(&token_at, "accessToken"), "a non-empty token")

@@ -25,7 +25,7 @@
 //! of scalars are list values (`tags`), and strings, numbers and booleans are leaves. The
 //! service accounts are typed instead, because their token and identity are configuration
 //! (sources of credentials), not metadata: `token` and `identity` are objects naming one
-//! source each (`minted` or static today), so upstream or command sources can be added later as
+//! source each (`minted`, static, `upstream` or `command`), so further sources can be added as
 //! new keys without breaking files.
 //!
 //! Legacy endpoints (`/0.1/meta-data/`, `/computeMetadata/v1beta1/`) follow the instance
@@ -42,6 +42,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::{index, join, Problems};
+use super::upstream::{CommandConfig, GoogleUpstream};
 
 /// The default token lifetime the server reports, as GCE reports a fresh token.
 pub const DEFAULT_EXPIRES_IN: u32 = 3599;
@@ -101,6 +102,12 @@ pub struct TokenSource {
     /// Opaque `ya29.` tokens minted per scope set ([`crate::identity::gce`]).
     #[serde(default)]
     pub minted: Option<MintedAccessToken>,
+    /// Real tokens from a Google credentials file ([`super::upstream`]).
+    #[serde(default)]
+    pub upstream: Option<GoogleUpstream>,
+    /// Tokens printed by a command (`gcloud auth print-access-token`).
+    #[serde(default)]
+    pub command: Option<CommandConfig>,
 }
 
 /// `token.minted`: `{}` for the defaults.
@@ -313,10 +320,23 @@ impl GceConfig {
             }
             if let Some(token) = &sa.token {
                 let token_at = join(&sa_at, "token");
+                let sources = [
+                    token.access_token.is_some(),
+                    token.minted.is_some(),
+                    token.upstream.is_some(),
+                    token.command.is_some(),
+                ];
+                if let Some(u) = &token.upstream {
+                    u.validate(&join(&token_at, "upstream"), problems);
+                }
+                if let Some(c) = &token.command {
+                    c.validate(&join(&token_at, "command"), problems);
+                }
                 match (&token.access_token, &token.minted) {
-                    (None, None) | (Some(_), Some(_)) => problems.push(
+                    _ if sources.iter().filter(|s| **s).count() != 1 => problems.push(
                         token_at.clone(),
-                        "one token source: {\"minted\": {}} or {\"accessToken\": \"...\"}",
+                        "one token source: {\"minted\": {}}, {\"accessToken\": \"...\"}, \
+                         {\"upstream\": {...}} or {\"command\": {...}}",
                     ),
                     (Some(t), None) if !is_token_text(t) => problems.push(
                         join(&token_at, "accessToken"),
@@ -416,7 +436,7 @@ impl GceConfig {
                 sa.token = Some(TokenSource {
                     access_token: Some(token),
                     expires_in,
-                    minted: None,
+                    ..TokenSource::default()
                 });
             } else {
                 problems.push(
@@ -765,6 +785,7 @@ mod tests {
                 access_token: Some("has space".into()),
                 expires_in: Some(0),
                 minted: None,
+                ..TokenSource::default()
             }),
             identity: Some(IdentitySource {
                 id_token: Some("not-a-jwt".into()),

@@ -3,9 +3,14 @@
 //! Its shape: `{"tenantID": "...", "servicePrincipals": {"<appId>": "<secret>"},
 //! "metadata": {"compute": {...}, "network": {...}}}`. It becomes an Azure-only configuration:
 //! `metadata` is the instance document, `tenantID` the tenant, and `servicePrincipals` are kept
-//! in `$.azure.servicePrincipals` for upstream tokens. No identity is configured from it (a
-//! fixed token cannot be derived from a secret), so the token endpoint answers "Identity not
-//! found" until upstream tokens exist.
+//! in `$.azure.servicePrincipals`. As in the simulator, which proxied token requests to Entra
+//! ID with the configured secret, each service principal becomes a user-assigned identity
+//! (`client_id` = its appId) whose tokens come upstream with client credentials
+//! ([`crate::config::upstream::AzureUpstream`], authority from `AZURE_AUTHORITY_HOST` when
+//! set, the variable azure-identity reads). Its object id is derived from the appId (the file
+//! has none) and its resource id names it under the VM's subscription and resource group. With
+//! one service principal a request without `client_id` gets it (IMDS's rule for a single
+//! user-assigned identity).
 //!
 //! Faithful to how the simulator read its file (Go's `encoding/json`): key names match
 //! ASCII-case-insensitively and unknown keys are ignored. Unlike the simulator, every field of
@@ -17,9 +22,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::azure::{InstanceDocument, Secret};
+use super::azure::{AzureConfig, Identity, IdentityKind, InstanceDocument, Secret, TokenSource};
 use super::error::{join, Problems};
+use super::upstream::AzureUpstream;
 use super::Config;
+use super::Env;
 
 /// True when `value` has the simulator's shape rather than the native one: a `metadata` key
 /// (any case, as Go matches it) and none of the native sections.
@@ -34,7 +41,7 @@ pub fn is_gosim(value: &Value) -> bool {
 }
 
 /// Converts a simulator file into a native configuration.
-pub fn convert(value: Value) -> Result<Config, Problems> {
+pub fn convert(value: Value, env: Env<'_>) -> Result<Config, Problems> {
     let mut problems = Problems::new();
     let Value::Object(top) = value else {
         problems.push("$", "a JSON object");
@@ -58,6 +65,7 @@ pub fn convert(value: Value) -> Result<Config, Problems> {
             _ => {}
         }
     }
+    config.azure.identities = identities(&config.azure, env);
     // Validate here so problems carry this file's paths; `load_str` validates again and
     // finds nothing.
     let mut native = Problems::new();
@@ -91,6 +99,66 @@ fn service_principals(value: Value, at: &str, problems: &mut Problems) -> BTreeM
     out
 }
 
+/// One user-assigned identity per service principal, with upstream tokens.
+fn identities(azure: &AzureConfig, env: Env<'_>) -> Vec<Identity> {
+    let compute = |k: &str| {
+        azure
+            .instance
+            .compute
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let subscription = Some(compute("subscriptionId"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into());
+    let group = Some(compute("resourceGroupName"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "imds-tun".into());
+    azure
+        .service_principals
+        .iter()
+        .map(|(app_id, secret)| Identity {
+            kind: IdentityKind::UserAssigned,
+            client_id: app_id.clone(),
+            object_id: derived_uuid(app_id),
+            msi_res_id: Some(format!(
+                "/subscriptions/{subscription}/resourceGroups/{group}/providers/\
+                 Microsoft.ManagedIdentity/userAssignedIdentities/{app_id}"
+            )),
+            token: TokenSource {
+                upstream: Some(AzureUpstream {
+                    client_secret: Some(secret.clone()),
+                    authority_host: env("AZURE_AUTHORITY_HOST"),
+                    ..AzureUpstream::default()
+                }),
+                ..TokenSource::default()
+            },
+        })
+        .collect()
+}
+
+/// A stable UUID-shaped id for `seed` (SHA-256, version 4 and variant bits set).
+fn derived_uuid(seed: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("imds-tun gosim object id\n{seed}"));
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 fn metadata(value: Value, at: &str, problems: &mut Problems) -> InstanceDocument {
     let mut doc = InstanceDocument::default();
     let Value::Object(map) = value else {
@@ -117,6 +185,9 @@ fn metadata(value: Value, at: &str, problems: &mut Problems) -> InstanceDocument
 fn gosim_path(native: &str) -> String {
     if let Some(rest) = native.strip_prefix("$.azure.instance") {
         format!("$.metadata{rest}")
+    } else if native.starts_with("$.azure.identities[") {
+        // One identity per service principal: what can be wrong with it is its appId.
+        "$.servicePrincipals".to_string()
     } else if let Some(rest) = native.strip_prefix("$.azure.tenantId") {
         format!("$.tenantID{rest}")
     } else {
@@ -163,7 +234,10 @@ mod tests {
                 .and_then(|v| v.as_str()),
             Some("000D3A48FA8D")
         );
-        assert!(c.azure.identities.is_empty());
+        let ids = &c.azure.identities;
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[0].client_id, "deadbeef-efa9-42ea-9ac3-28a920370be6");
+        assert!(ids[0].token.upstream.is_some());
         assert!(format!("{:?}", c.azure).contains("Secret(..)"));
         assert!(!format!("{:?}", c.azure).contains("ewewM"));
     }

@@ -21,6 +21,7 @@ pub mod gce;
 pub mod gosim;
 pub mod identity;
 pub mod server;
+pub mod upstream;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -96,7 +97,7 @@ pub fn load_str(text: &str, file: &str, env: Env<'_>) -> Result<Config, ConfigEr
         )
     })?;
     let mut config = if gosim::is_gosim(&value) {
-        gosim::convert(value).map_err(|p| ConfigErrors(p.into_errors(file)))?
+        gosim::convert(value, env).map_err(|p| ConfigErrors(p.into_errors(file)))?
     } else {
         serde_path_to_error::deserialize::<_, Config>(value).map_err(|e| {
             let path = e.path().to_string();

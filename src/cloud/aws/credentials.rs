@@ -17,10 +17,14 @@ use super::answers::{ok, TEXT};
 use super::jackson::pretty;
 use super::timestamp::{format_utc, http_date};
 use crate::cloud::RequestContext;
+use crate::config::aws::CredentialSource as CredentialSourceConfig;
 use crate::config::aws::IamConfig;
 use crate::http::Response;
-use crate::identity::aws::{CredentialIssuer, Credentials, MintedCredentials};
+use crate::identity::aws::{CredentialIssuer, CredentialSource, Credentials, MintedCredentials};
 use crate::identity::unix_secs;
+use crate::identity::upstream::aws_keys::StaticKeys;
+use crate::identity::upstream::command::CommandCredentials;
+use crate::identity::upstream::FetchedCredentials;
 use crate::identity::{IdentityKeys, NoToken};
 
 /// The text of `iam/info`.
@@ -60,18 +64,31 @@ pub fn credentials(
 
 /// The issuer of a role's minted credentials (IMDS and the ECS door build one each; they agree
 /// because the credentials are a function of the keys, the role and the time).
-pub fn minted_issuer(
-    iam: &IamConfig,
-    minted: &crate::config::aws::MintedCredentials,
-    keys: &Arc<IdentityKeys>,
-) -> CredentialIssuer {
-    let source = MintedCredentials::new(
-        Arc::clone(keys),
-        &iam.role_name,
-        minted.rotate_every(),
-        minted.lifetime(),
-    );
-    CredentialIssuer::new(&iam.role_name, Box::new(source))
+pub fn dynamic_issuer(iam: &IamConfig, keys: &Arc<IdentityKeys>) -> Option<CredentialIssuer> {
+    let source: Box<dyn CredentialSource> = match &iam.credentials {
+        CredentialSourceConfig::Static(_) => return None,
+        CredentialSourceConfig::Minted(minted) => Box::new(MintedCredentials::new(
+            Arc::clone(keys),
+            &iam.role_name,
+            minted.rotate_every(),
+            minted.lifetime(),
+        )),
+        CredentialSourceConfig::Upstream(u) => match (&u.access_key_id, &u.secret_access_key) {
+            (Some(id), Some(secret)) => Box::new(StaticKeys::new(
+                id,
+                secret.expose(),
+                u.session_token.as_ref().map_or("", |t| t.expose()),
+            )),
+            _ => Box::new(StaticKeys::from_profile(
+                &u.credentials_file(),
+                u.profile.as_deref().unwrap_or("default"),
+            )),
+        },
+        CredentialSourceConfig::Command(c) => Box::new(FetchedCredentials::new(Box::new(
+            CommandCredentials(c.command()),
+        ))),
+    };
+    Some(CredentialIssuer::new(&iam.role_name, source))
 }
 
 /// The two IAM paths for credentials that change over time.

@@ -91,13 +91,13 @@ impl Ecs {
                 }
                 Credentials::Static(credentials_answer(doc).prebuild())
             }
-            CredentialSource::Minted(m) => {
+            _ => {
                 let mut base = doc;
                 if let Some(account) = arn_account(arn) {
                     base.insert("AccountId".into(), account.into());
                 }
                 Credentials::Minted {
-                    issuer: super::credentials::minted_issuer(iam, m, keys),
+                    issuer: super::credentials::dynamic_issuer(iam, keys)?,
                     base,
                 }
             }

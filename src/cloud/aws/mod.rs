@@ -43,7 +43,7 @@ mod tests;
 use std::collections::HashMap;
 
 use crate::cloud::{Reply, Request, RequestContext};
-use crate::config::aws::{CredentialSource, HttpEndpoint, Imdsv2};
+use crate::config::aws::{HttpEndpoint, Imdsv2};
 use crate::config::{AwsConfig, Problems};
 use crate::http::{Method, Prebuilt, Response};
 use crate::snapshot::Keys;
@@ -115,12 +115,8 @@ impl Aws {
     /// Renders every static answer of `config` (already validated).
     pub fn build(config: &AwsConfig, keys: &Keys, _problems: &mut Problems) -> Aws {
         let root = root_listing().prebuild();
-        let minted_iam = config.iam.as_ref().and_then(|iam| match &iam.credentials {
-            CredentialSource::Minted(m) => Some(MintedIam::new(
-                iam,
-                credentials::minted_issuer(iam, m, &keys.identity),
-            )),
-            CredentialSource::Static(_) => None,
+        let minted_iam = config.iam.as_ref().and_then(|iam| {
+            credentials::dynamic_issuer(iam, &keys.identity).map(|i| MintedIam::new(iam, i))
         });
         Aws {
             routes: tree::render(config, &keys.identity),

@@ -241,7 +241,7 @@ fn iam_tree(iam: &IamConfig) -> Node {
             );
             (Node::text(info, &modified), Node::text(creds, &modified))
         }
-        CredentialSource::Minted(_) => (Node::Dynamic, Node::Dynamic),
+        _ => (Node::Dynamic, Node::Dynamic),
     };
     Node::dir(vec![
         ("info".to_string(), info),

@@ -19,10 +19,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::errors::json;
-use crate::config::azure::{AzureConfig, IdentityKind};
+use crate::config::azure::{AzureConfig, IdentityKind, TokenSource as TokenSourceConfig};
 use crate::http::Response;
 use crate::identity::azure::{AzureIdentity, MintedAccessToken};
 use crate::identity::source::StaticToken;
+use crate::identity::upstream::azure_ad::{ClientCredential, ClientCredentials, DEFAULT_AUTHORITY};
+use crate::identity::upstream::command::CommandTokens;
+use crate::identity::upstream::{Broken, FetchedTokens};
 use crate::identity::{IdentityKeys, Issuer, Token, TokenSource};
 
 /// One identity, ready to answer token requests.
@@ -72,8 +75,11 @@ impl Identities {
                     (None, IdentityKind::SystemAssigned) => vm_resource_id.to_string(),
                     (None, IdentityKind::UserAssigned) => String::new(),
                 };
-                let source: Box<dyn TokenSource> = match (&id.token.minted, &id.token.access_token)
-                {
+                let t = &id.token;
+                let source: Box<dyn TokenSource> = match (&t.minted, &t.access_token) {
+                    _ if t.upstream.is_some() || t.command.is_some() => {
+                        fetched_source(config, &id.client_id, t)
+                    }
                     (Some(m), _) => Box::new(MintedAccessToken::new(
                         Arc::clone(keys),
                         AzureIdentity {
@@ -122,6 +128,37 @@ impl Identities {
             Selector::ObjectId(o) => find(&|i| &i.object_id, o),
             Selector::ResourceId { id, .. } => find(&|i| &i.msi_res_id, id),
         }
+    }
+}
+
+/// An `upstream` (Entra ID client credentials) or `command` source.
+fn fetched_source(
+    config: &AzureConfig,
+    client_id: &str,
+    t: &TokenSourceConfig,
+) -> Box<dyn TokenSource> {
+    if let Some(c) = &t.command {
+        return Box::new(FetchedTokens::new(Box::new(CommandTokens(c.command()))));
+    }
+    let Some(u) = &t.upstream else {
+        return Box::new(Broken::new("no token source"));
+    };
+    let credential = match (&u.client_secret, &u.certificate_file) {
+        (Some(secret), _) => Ok(ClientCredential::Secret(secret.expose().to_string())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| ClientCredential::certificate(&pem))
+            .map_err(|e| format!("{}: {e}", path.display())),
+        (None, None) => Err("no client credential".to_string()),
+    };
+    match credential {
+        Ok(credential) => Box::new(FetchedTokens::new(Box::new(ClientCredentials::new(
+            u.authority_host.as_deref().unwrap_or(DEFAULT_AUTHORITY),
+            u.tenant_id.as_deref().unwrap_or(&config.tenant_id),
+            u.client_id.as_deref().unwrap_or(client_id),
+            credential,
+        )))),
+        Err(e) => Box::new(Broken::new(&e)),
     }
 }
 
@@ -188,6 +225,7 @@ mod tests {
             token: TokenSource {
                 access_token: Some(Secret(token.to_string())),
                 minted: None,
+                ..Default::default()
             },
         }
     }
@@ -313,6 +351,7 @@ mod tests {
         user.token = TokenSource {
             access_token: None,
             minted: Some(MintedToken::default()),
+            ..Default::default()
         };
         let ids = identities(vec![user]);
         let id = ids

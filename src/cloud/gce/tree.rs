@@ -18,7 +18,7 @@
 
 use serde_json::{Map, Number, Value};
 
-use crate::config::gce::{is_digits, MintedAccessToken, MintedIdToken, INDEXED_LISTS};
+use crate::config::gce::{is_digits, MintedAccessToken, MintedIdToken, TokenSource, INDEXED_LISTS};
 use crate::config::GceConfig;
 
 /// A scalar value.
@@ -216,6 +216,8 @@ pub struct Account {
     pub expires_in: u32,
     /// Minted tokens, when that is the token's source.
     pub minted_token: Option<MintedAccessToken>,
+    /// An `upstream` or `command` token source (the whole `token` object), when that is it.
+    pub fetched_token: Option<TokenSource>,
     /// A static ID token, when that is the identity's source.
     pub id_token: Option<String>,
     /// Minted ID tokens, when that is the identity's source.
@@ -224,7 +226,7 @@ pub struct Account {
 
 impl Account {
     pub fn has_token(&self) -> bool {
-        self.access_token.is_some() || self.minted_token.is_some()
+        self.access_token.is_some() || self.minted_token.is_some() || self.fetched_token.is_some()
     }
 
     pub fn has_identity(&self) -> bool {
@@ -304,6 +306,10 @@ fn service_accounts(config: &GceConfig, accounts: &mut Vec<Account>) -> Node {
             access_token: sa.token.as_ref().and_then(|t| t.access_token.clone()),
             expires_in: sa.token.as_ref().map_or(0, |t| t.expires_in()),
             minted_token: sa.token.as_ref().and_then(|t| t.minted.clone()),
+            fetched_token: sa
+                .token
+                .clone()
+                .filter(|t| t.upstream.is_some() || t.command.is_some()),
             id_token: sa.identity.as_ref().and_then(|i| i.id_token.clone()),
             minted_identity: sa.identity.as_ref().and_then(|i| i.minted.clone()),
         });

@@ -24,7 +24,7 @@ use std::fmt;
 
 use super::aws::{CredentialSource, Credentials};
 use super::fetched::{Fetch, FetchKey, Fetcher};
-use super::source::{NoToken, Token, TokenRequest, TokenSource};
+use super::source::{NoToken, Token, TokenRequest, TokenSource, Unavailable};
 
 /// Tokens fetched per (audience, scopes).
 pub struct FetchedTokens(Fetcher<String>);
@@ -81,6 +81,30 @@ impl FetchedCredentials {
 impl CredentialSource for FetchedCredentials {
     fn credentials(&self, now: u64) -> Result<Credentials, NoToken> {
         Ok(self.0.get(&FetchKey::default(), now)?.value)
+    }
+}
+
+/// A source that cannot work (a key file that would not load): every request gets the
+/// cloud's "unavailable" error; the reason was logged once when it was built.
+#[derive(Debug)]
+pub struct Broken(String);
+
+impl Broken {
+    pub fn new(reason: &str) -> Broken {
+        tracing::warn!(reason, "token source unavailable");
+        Broken(reason.to_string())
+    }
+}
+
+impl TokenSource for Broken {
+    fn issue(&self, _req: &TokenRequest<'_>) -> Result<Token, NoToken> {
+        Err(Unavailable(self.0.clone()).into())
+    }
+}
+
+impl CredentialSource for Broken {
+    fn credentials(&self, _now: u64) -> Result<Credentials, NoToken> {
+        Err(Unavailable(self.0.clone()).into())
     }
 }
 
