@@ -350,7 +350,13 @@ fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Resu
             tokio::spawn(imds_tun::listen::serve(l, Arc::clone(&cell)));
         }
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
-        let doors = Doors::open(&config, keys, &cell, &tokio::runtime::Handle::current())?;
+        let doors = Doors::open(
+            &config,
+            keys,
+            &cell,
+            &tokio::runtime::Handle::current(),
+            None,
+        )?;
         println!("imds-tun: serving {clouds} on {}", addrs.join(", "));
         // Whoever started us may read only the first line: a closed stdout is no failure.
         let mut out = std::io::stdout();

@@ -325,6 +325,15 @@ impl HostGuard {
         self.stale.as_ref()
     }
 
+    /// Names the HIMDS door's journal in the record (saved) before the door opens, so that
+    /// `down` undoes what the door changes even after a crash; the journal's path.
+    pub fn record_himds_journal(&mut self) -> Result<PathBuf, HostError> {
+        let path = super::state::himds_journal_path(&self.paths.state_dir, &self.record.device);
+        self.record.himds_journal = Some(path.clone());
+        self.save()?;
+        Ok(path)
+    }
+
     fn save(&self) -> Result<(), HostError> {
         self.record
             .save(&self.paths.state_dir)
@@ -376,6 +385,14 @@ fn undo_record(
 ) -> TeardownReport {
     let mut r = TeardownReport::default();
     let dev = &record.device;
+    if let Some(journal) = &record.himds_journal {
+        match crate::doors::journal::undo(journal) {
+            Ok(lines) => r.undone.extend(lines),
+            Err(e) => r
+                .failed
+                .push(format!("HIMDS changes in {}: {e}", journal.display())),
+        }
+    }
     if let Some(path) = &record.hosts_file {
         match HostsFile::new(path).remove(dev) {
             Ok(true) => r

@@ -60,6 +60,7 @@ pub use hosts::{HostsBlock, HostsError, HostsFile, WriteMode};
 pub use memory::Memory;
 pub use pcap::{Pcap, LINKTYPE_RAW};
 pub use route::{LinkInfo, Netlink};
+pub use state::write_atomic;
 pub use state::{Lock, LockError, Prefix, Record};
 pub use tun::{Tun, TunConfig, TunError};
 

@@ -61,6 +61,11 @@ pub struct Record {
     pub routes: Vec<Prefix>,
     /// The hosts file a block of this device was added to.
     pub hosts_file: Option<PathBuf>,
+    /// The HIMDS door's own record (key files, key directory, `himds` group lines), written
+    /// by [`crate::doors::journal`] before each of those changes; named here before the door
+    /// opens, so `down` finds it after a crash.
+    #[serde(default)]
+    pub himds_journal: Option<PathBuf>,
 }
 
 pub const RECORD_VERSION: u32 = 1;
@@ -98,6 +103,11 @@ pub fn lock_path(dir: &Path, device: &str) -> PathBuf {
 
 pub fn record_path(dir: &Path, device: &str) -> PathBuf {
     dir.join(format!("{device}.json"))
+}
+
+/// Where the HIMDS door of `device`'s `up` keeps its journal.
+pub fn himds_journal_path(dir: &Path, device: &str) -> PathBuf {
+    dir.join(format!("{device}.himds.json"))
 }
 
 /// The held per-device lock. Dropping it removes the pidfile and releases the lock.
@@ -173,6 +183,27 @@ impl Drop for Lock {
     }
 }
 
+/// Writes `bytes` to `path` (mode 0600) through a temporary file, fsync and rename, so a
+/// crash leaves the old content or the new, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
 impl Record {
     /// A fresh record for `device` owned by this process.
     pub fn new(device: &str) -> Record {
@@ -187,19 +218,8 @@ impl Record {
     /// Writes the record atomically to `<dir>/<device>.json`.
     pub fn save(&self, dir: &Path) -> io::Result<()> {
         ensure_dir(dir)?;
-        let path = record_path(dir, &self.device);
-        let tmp = dir.join(format!(".{}.json.tmp", self.device));
         let json = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
+        write_atomic(&record_path(dir, &self.device), &json)
     }
 
     /// Reads the record of `device`, if there is one.

@@ -44,11 +44,13 @@ fn entries(text: &str) -> impl Iterator<Item = (&str, u32)> {
 }
 
 /// The gid of `name`, adding the group to `group_file` (and `gshadow_file`, when it exists)
-/// if it is missing.
+/// if it is missing. `before` is told the lines about to be added, before any is (to record
+/// them); an error from it adds nothing.
 pub fn ensure(
     group_file: &Path,
     gshadow_file: &Path,
     name: &str,
+    before: &mut dyn FnMut(&[(PathBuf, String)]) -> io::Result<()>,
 ) -> io::Result<(u32, Option<AddedGroup>)> {
     let text = fs::read_to_string(group_file)?;
     if let Some((_, gid)) = entries(&text).find(|(n, _)| *n == name) {
@@ -65,12 +67,18 @@ pub fn ensure(
         lines: Vec::new(),
     };
     let line = format!("{name}:x:{gid}:");
+    let shadow = fs::read_to_string(gshadow_file).ok();
+    let shadow_line = format!("{name}:!::");
+    let mut planned = vec![(group_file.to_path_buf(), line.clone())];
+    if shadow.is_some() {
+        planned.push((gshadow_file.to_path_buf(), shadow_line.clone()));
+    }
+    before(&planned)?;
     append_line(group_file, &text, &line)?;
     added.lines.push((group_file.to_path_buf(), line));
-    if let Ok(shadow) = fs::read_to_string(gshadow_file) {
-        let line = format!("{name}:!::");
-        if append_line(gshadow_file, &shadow, &line).is_ok() {
-            added.lines.push((gshadow_file.to_path_buf(), line));
+    if let Some(shadow) = shadow {
+        if append_line(gshadow_file, &shadow, &shadow_line).is_ok() {
+            added.lines.push((gshadow_file.to_path_buf(), shadow_line));
         }
     }
     Ok((gid, Some(added)))
@@ -92,18 +100,30 @@ impl AddedGroup {
     /// Removes the added lines, in place; lines changed since by someone else are left alone.
     pub fn undo(&self) -> io::Result<()> {
         for (path, line) in &self.lines {
-            let text = fs::read_to_string(path)?;
-            let kept: Vec<&str> = text.lines().filter(|l| l != line).collect();
-            let mut out = kept.join("\n");
-            if !out.is_empty() {
-                out.push('\n');
-            }
-            if out != text {
-                fs::write(path, out)?;
-            }
+            remove_line(path, line)?;
         }
         Ok(())
     }
+}
+
+/// Removes every line equal to `line` from `path`, in place; whether there was one. A file
+/// that is gone has nothing to remove.
+pub fn remove_line(path: &Path, line: &str) -> io::Result<bool> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let kept: Vec<&str> = text.lines().filter(|l| *l != line).collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    if out == text {
+        return Ok(false);
+    }
+    fs::write(path, out)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -120,14 +140,27 @@ mod tests {
         fs::write(&group, original).unwrap_or_else(|e| panic!("{e}"));
         fs::write(&shadow, "root:*::\n").unwrap_or_else(|e| panic!("{e}"));
 
-        let (gid, added) = ensure(&group, &shadow, "himds").unwrap_or_else(|e| panic!("{e}"));
+        let mut planned = Vec::new();
+        let (gid, added) = ensure(&group, &shadow, "himds", &mut |lines| {
+            planned.extend_from_slice(lines);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            planned,
+            [
+                (group.clone(), "himds:x:998:".to_string()),
+                (shadow.clone(), "himds:!::".to_string())
+            ]
+        );
         assert_eq!(gid, 998);
         assert_eq!(lookup(&group, "himds").ok().flatten(), Some(998));
         assert!(fs::read_to_string(&shadow)
             .unwrap_or_default()
             .ends_with("himds:!::\n"));
         // Present now: found, nothing added.
-        let (again, none) = ensure(&group, &shadow, "himds").unwrap_or_else(|e| panic!("{e}"));
+        let (again, none) =
+            ensure(&group, &shadow, "himds", &mut |_| Ok(())).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((again, none.is_none()), (998, true));
 
         added

@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use super::group::{self, AddedGroup};
+use super::journal::Journal;
 use crate::cloud::azure::himds::{KeyEffect, KeyRing, KEY_ENTROPY};
 use crate::cloud::{Reply, Request, RequestContext};
 use crate::config::doors::HimdsConfig;
@@ -42,6 +43,8 @@ struct Created {
     /// Directories, deepest last.
     dirs: Vec<PathBuf>,
     group: Option<AddedGroup>,
+    /// Every change, recorded before it is made (for `down` after a crash).
+    journal: Journal,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -72,14 +75,18 @@ fn context(what: &str, path: &Path, e: io::Error) -> io::Error {
 
 impl HimdsKeys {
     /// Prepares `config.keyDirectory` (and, as root, the group) for key files.
-    pub fn open(config: &HimdsConfig) -> io::Result<HimdsKeys> {
+    /// `journal` is where `up` records the door's changes ([`super::journal`]); `None` for
+    /// `serve`.
+    pub fn open(config: &HimdsConfig, journal: Option<PathBuf>) -> io::Result<HimdsKeys> {
         let root = is_root();
         let mut added_group = None;
+        let mut journal = Journal::new(journal);
         let gid = if root {
             let (gid, added) = group::ensure(
                 Path::new(group::GROUP_FILE),
                 Path::new(group::GSHADOW_FILE),
                 &config.group,
+                &mut |lines| journal.record(|c| c.group_lines.extend_from_slice(lines)),
             )
             .map_err(|e| context("cannot add the group to", Path::new(group::GROUP_FILE), e))?;
             added_group = added;
@@ -94,6 +101,7 @@ impl HimdsKeys {
             created: Mutex::new(Created {
                 dirs: Vec::new(),
                 group: added_group,
+                journal,
             }),
         };
         if let Err(e) = keys.make_directory() {
@@ -117,6 +125,10 @@ impl HimdsKeys {
         }
         for dir in missing.iter().rev() {
             let mode = if *dir == self.dir { 0o750 } else { 0o755 };
+            lock(&self.created)
+                .journal
+                .record(|c| c.dirs.push(dir.clone()))
+                .map_err(|e| context("cannot record", dir, e))?;
             fs::DirBuilder::new()
                 .mode(mode)
                 .create(dir)
@@ -175,6 +187,10 @@ impl HimdsKeys {
         match effect {
             KeyEffect::Write { name, secret } => {
                 let path = self.path_of(name);
+                lock(&self.created)
+                    .journal
+                    .record(|c| c.key_files.push(path.clone()))
+                    .map_err(|e| context("cannot record", &path, e))?;
                 let mode = if self.gid.is_some() { 0o640 } else { 0o600 };
                 let mut f = fs::OpenOptions::new()
                     .write(true)
@@ -196,7 +212,10 @@ impl HimdsKeys {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
                         Err(context("cannot remove", &path, e))
                     }
-                    _ => Ok(()),
+                    _ => lock(&self.created)
+                        .journal
+                        .record(|c| c.key_files.retain(|f| *f != path))
+                        .map_err(|e| context("cannot record", &path, e)),
                 }
             }
         }
@@ -218,17 +237,28 @@ impl HimdsKeys {
             undone.push(format!("removed {keys} HIMDS key file(s)"));
         }
         let mut created = lock(&self.created);
+        let mut clean = created.journal.is_clean_of_keys();
         for dir in created.dirs.drain(..).rev() {
             match fs::remove_dir(&dir) {
                 Ok(()) => undone.push(format!("removed directory {}", dir.display())),
-                Err(e) => tracing::warn!("cannot remove {}: {e}", dir.display()),
+                Err(e) => {
+                    clean = false;
+                    tracing::warn!("cannot remove {}: {e}", dir.display())
+                }
             }
         }
         if let Some(added) = created.group.take() {
             match added.undo() {
                 Ok(()) => undone.push(format!("removed group {} ({})", added.name, added.gid)),
-                Err(e) => tracing::warn!("cannot remove group {}: {e}", added.name),
+                Err(e) => {
+                    clean = false;
+                    tracing::warn!("cannot remove group {}: {e}", added.name)
+                }
             }
+        }
+        // Everything is undone: the journal has nothing left for `down`.
+        if clean {
+            created.journal.remove();
         }
         undone
     }

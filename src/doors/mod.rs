@@ -14,6 +14,7 @@
 
 pub mod group;
 pub mod himds_keys;
+pub mod journal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,12 +75,14 @@ fn bind(door: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener,
 }
 
 impl Doors {
-    /// Opens the doors `config` enables, on `runtime`.
+    /// Opens the doors `config` enables, on `runtime`. `himds_journal` is where `up` records
+    /// what the HIMDS door changes on the host ([`journal`]); `None` for `serve`.
     pub fn open(
         config: &Config,
         keys: &Keys,
         cell: &Arc<SnapshotCell>,
         runtime: &tokio::runtime::Handle,
+        himds_journal: Option<std::path::PathBuf>,
     ) -> Result<Doors, DoorError> {
         let _entered = runtime.enter();
         let az = &config.azure;
@@ -117,7 +120,8 @@ impl Doors {
         };
         if let Some(l) = himds {
             let addr = l.local_addr().unwrap_or(az.himds.listen);
-            let keys = Arc::new(HimdsKeys::open(&az.himds).map_err(DoorError::Keys)?);
+            let keys =
+                Arc::new(HimdsKeys::open(&az.himds, himds_journal).map_err(DoorError::Keys)?);
             doors
                 .tasks
                 .push(spawn(l, FrontDoor::Himds(Arc::clone(&keys))));

@@ -92,7 +92,18 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     let cell = Arc::new(SnapshotCell::new(snapshot));
     // The token doors on kernel sockets (HIMDS, App Service, legacy MSI) run on a small
     // runtime of their own; its threads inherit the blocked signals.
-    let doors = match open_doors(&config, &keys, &cell) {
+    let himds_journal = if config.azure.enabled && config.azure.himds.enabled {
+        match guard.record_himds_journal() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let _ = guard.teardown();
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
+    let doors = match open_doors(&config, &keys, &cell, himds_journal) {
         Ok(d) => d,
         Err(e) => {
             let _ = guard.teardown();
@@ -202,13 +213,14 @@ fn open_doors(
     config: &Config,
     keys: &Keys,
     cell: &Arc<SnapshotCell>,
+    himds_journal: Option<PathBuf>,
 ) -> Result<Option<(Doors, tokio::runtime::Runtime)>, UpError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("imds-tun-doors")
         .enable_all()
         .build()?;
-    let doors = Doors::open(config, keys, cell, runtime.handle())?;
+    let doors = Doors::open(config, keys, cell, runtime.handle(), himds_journal)?;
     if doors.is_empty() && doors.env_lines().is_empty() {
         runtime.shutdown_background();
         return Ok(None);
