@@ -322,3 +322,98 @@ fn wait_exit(mut serve: Serve, limit: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `up --himds` killed with SIGKILL leaves a key file, the key directory and the `himds` group
+/// lines; they are in its record, and `down` removes them all (nothing changed on the host that
+/// is not recorded and undone).
+#[test]
+fn down_after_kill_9_of_up_removes_himds_key_files_and_group() {
+    let host = TestHost::new(Shape::LoopbackOnly);
+    let files = PrivateFiles::new(&host);
+    let state = host.dir().join("state");
+    let mut child = host
+        .command_with_mounts(env!("CARGO_BIN_EXE_imds-tun"), &files.mounts())
+        .arg("up")
+        .arg("--himds")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--key-dir")
+        .arg(host.dir().join("keys"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start imds-tun up: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(ready.contains("ready"), "unexpected first line: {ready:?}");
+    let up = Serve {
+        child,
+        env: Vec::new(),
+    };
+    // The challenge writes a key file.
+    let (ok, headers) = run(
+        &host,
+        &files,
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-H",
+            "Metadata: true",
+            "http://localhost:40342/metadata/identity/oauth2/token?api-version=2020-06-01&resource=https://management.azure.com/",
+        ],
+    );
+    assert!(ok && headers.contains(" 401"), "{headers}");
+    let tokens = files.var_opt.join("azcmagent/tokens");
+    let keys: Vec<_> = std::fs::read_dir(&tokens)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(keys.len(), 1, "one key file: {keys:?}");
+    assert!(std::fs::read_to_string(&files.group)
+        .unwrap_or_default()
+        .contains("himds:"));
+    // SAFETY: kill(2) with a pid we own.
+    assert_eq!(
+        unsafe { libc::kill(up.child.id() as i32, libc::SIGKILL) },
+        0
+    );
+    let mut up = up;
+    let _ = up.child.wait();
+    assert!(keys[0].exists(), "the kill left the key file");
+    let (ok, out) = run(
+        &host,
+        &files,
+        env!("CARGO_BIN_EXE_imds-tun"),
+        &["down", "--state-dir", &state.display().to_string()],
+    );
+    assert!(ok, "down failed: {out}");
+    let left: Vec<_> = std::fs::read_dir(&files.var_opt)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind in /var/opt: {left:?}");
+    assert_eq!(
+        std::fs::read_to_string(&files.group).unwrap_or_default(),
+        files.group_before,
+        "/etc/group not restored"
+    );
+    if let Some((path, before)) = &files.gshadow {
+        assert_eq!(
+            &std::fs::read_to_string(path).unwrap_or_default(),
+            before,
+            "/etc/gshadow not restored"
+        );
+    }
+    let journal: Vec<_> = std::fs::read_dir(&state)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !journal
+            .iter()
+            .any(|n| n.to_string_lossy().contains("himds")),
+        "journal left: {journal:?}"
+    );
+}
