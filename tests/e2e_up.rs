@@ -616,3 +616,78 @@ fn hop_limit_reaches_a_routed_container_only_when_above_one() {
         assert!(up.wait(Duration::from_secs(10)).success());
     }
 }
+
+/// A token whose source is slow (a command that takes 2 s: the same parking as an upstream
+/// fetch) parks only its own connection in the packet engine: a static request on another
+/// connection is answered at once, the token request after the fetch, with the token; a
+/// keep-alive connection pipelining a static request behind the parked one gets both answers
+/// in order.
+#[test]
+fn a_slow_token_source_parks_only_its_request_under_up() {
+    let host = TestHost::new(Shape::LoopbackOnly);
+    let (up, _) = up_with(
+        &host,
+        |cfg| {
+            cfg["azure"]["identities"][0]["token"] = serde_json::json!({
+                "command": {"argv": ["sh", "-c", "sleep 2; echo slow-token-for-$0", "{resource}"]}
+            });
+        },
+        1,
+    );
+    let out = host.sh(
+        "T='http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net'
+         S='http://169.254.169.254/metadata/instance/compute/vmId?api-version=2021-02-01&format=text'
+         start=$(date +%s%N)
+         curl -sS -m 10 -H Metadata:true \"$T\" > tok.out &
+         sleep 0.3
+         t0=$(date +%s%N)
+         curl -sS -m 10 -H Metadata:true \"$S\" > static.out
+         t1=$(date +%s%N)
+         wait
+         t2=$(date +%s%N)
+         echo static_ms=$(( (t1 - t0) / 1000000 ))
+         echo token_ms=$(( (t2 - start) / 1000000 ))
+         echo token=$(cat tok.out)
+         echo static=$(cat static.out)
+         rm -f tok.out static.out",
+    );
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+            .to_string()
+    };
+    let static_ms: u64 = field("static_ms").parse().unwrap_or(u64::MAX);
+    let token_ms: u64 = field("token_ms").parse().unwrap_or(0);
+    assert!(
+        static_ms < 500,
+        "static answer waited {static_ms} ms:\n{out}"
+    );
+    assert!(
+        token_ms >= 2000,
+        "token came before the source: {token_ms} ms"
+    );
+    assert!(
+        field("token").contains("slow-token-for-https://vault.azure.net"),
+        "{out}"
+    );
+    assert!(!field("static").is_empty(), "{out}");
+    // Pipelined behind a parked request (another resource: another fetch), in order.
+    let out = host.sh(
+        "printf 'GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com HTTP/1.1\\r\\nHost: x\\r\\nMetadata: true\\r\\n\\r\\nGET /metadata/instance/compute/vmId?api-version=2021-02-01&format=text HTTP/1.1\\r\\nHost: x\\r\\nMetadata: true\\r\\nConnection: close\\r\\n\\r\\n' \
+           | timeout 10 python3 -c 'import socket,sys; s=socket.create_connection((\"169.254.169.254\",80)); s.sendall(sys.stdin.buffer.read()); d=b\"\"
+while True:
+    c=s.recv(65536)
+    if not c: break
+    d+=c
+sys.stdout.write(d.decode())'",
+    );
+    let first = out.find("slow-token-for-https://storage.azure.com");
+    let second = out.rfind("HTTP/1.1 200");
+    assert!(
+        first.is_some() && second.is_some_and(|s| Some(s) > first),
+        "answers out of order or missing:\n{out}"
+    );
+    up.signal(libc::SIGTERM);
+    assert!(up.wait(Duration::from_secs(10)).success());
+}
