@@ -17,6 +17,9 @@ pub const GSHADOW_FILE: &str = "/etc/gshadow";
 /// System gids `groupadd --system` picks from (login.defs SYS_GID_MIN..SYS_GID_MAX).
 const SYSTEM_GIDS: std::ops::RangeInclusive<u32> = 100..=999;
 
+/// A line in a file: (file, line).
+pub type FileLine = (PathBuf, String);
+
 /// Lines this process added to the group files.
 #[derive(Debug)]
 pub struct AddedGroup {
@@ -50,7 +53,7 @@ pub fn ensure(
     group_file: &Path,
     gshadow_file: &Path,
     name: &str,
-    before: &mut dyn FnMut(&[(PathBuf, String)]) -> io::Result<()>,
+    before: &mut dyn FnMut(&[FileLine]) -> io::Result<()>,
 ) -> io::Result<(u32, Option<AddedGroup>)> {
     let text = fs::read_to_string(group_file)?;
     if let Some((_, gid)) = entries(&text).find(|(n, _)| *n == name) {

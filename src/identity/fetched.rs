@@ -443,10 +443,7 @@ mod tests {
         }
         let keys = f.inner.with_state(|s| s.slots.len());
         assert!(keys <= MAX_KEYS, "{keys}");
-        let dropped = Fetcher::with_spawn(
-            Box::new(Arc::new(Clocked::default())),
-            Arc::new(|job| drop(job)),
-        );
+        let dropped = Fetcher::with_spawn(Box::new(Arc::new(Clocked::default())), Arc::new(drop));
         let Err(NoToken::Pending(t)) = dropped.get(&key("a"), 10) else {
             panic!("not pending")
         };

@@ -33,7 +33,7 @@ pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// How the service principal proves itself.
 pub enum ClientCredential {
     Secret(String),
-    Certificate { signer: RsaSigner, x5t: String },
+    Certificate { signer: Box<RsaSigner>, x5t: String },
 }
 
 impl fmt::Debug for ClientCredential {
@@ -51,7 +51,7 @@ impl ClientCredential {
         let der = pem_der(pem, "CERTIFICATE").ok_or("no CERTIFICATE block")?;
         let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha1::digest(&der));
         Ok(ClientCredential::Certificate {
-            signer: RsaSigner::from_pem(pem)?,
+            signer: Box::new(RsaSigner::from_pem(pem)?),
             x5t,
         })
     }

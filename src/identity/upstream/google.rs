@@ -65,7 +65,7 @@ enum SubjectSource {
 
 /// What a credentials file holds.
 pub enum Credentials {
-    ServiceAccount(ServiceAccountKey),
+    ServiceAccount(Box<ServiceAccountKey>),
     ExternalAccount(ExternalAccount),
 }
 
@@ -85,12 +85,14 @@ impl Credentials {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let need = |k: &str| s(k).ok_or_else(|| format!("no \"{k}\""));
         match s("type").as_deref() {
-            Some("service_account") => Ok(Credentials::ServiceAccount(ServiceAccountKey {
-                client_email: need("client_email")?,
-                private_key_id: s("private_key_id").unwrap_or_default(),
-                signer: RsaSigner::from_pem(&need("private_key")?)?,
-                token_uri: s("token_uri").unwrap_or_else(|| DEFAULT_TOKEN_URI.into()),
-            })),
+            Some("service_account") => {
+                Ok(Credentials::ServiceAccount(Box::new(ServiceAccountKey {
+                    client_email: need("client_email")?,
+                    private_key_id: s("private_key_id").unwrap_or_default(),
+                    signer: RsaSigner::from_pem(&need("private_key")?)?,
+                    token_uri: s("token_uri").unwrap_or_else(|| DEFAULT_TOKEN_URI.into()),
+                })))
+            }
             Some("external_account") => {
                 let cs = v
                     .get("credential_source")
