@@ -11,8 +11,9 @@
 //! config/    JSON schema (serde), loading, validation with JSON-path errors, embedded default
 //! cloud/     azure, gce, aws: configuration -> pre-serialised routes and per-request rules
 //! http/      incremental, bounded request parsing; response framing; the exchange loop
-//! identity/  signing keys and their store, JWKS, CA and PKCS#7; minted and static token and
-//!            credential sources behind one trait, with caching and the audit log
+//! identity/  signing keys and their store, JWKS, CA and PKCS#7; minted, static, upstream and
+//!            command token and credential sources behind one trait, with caching and the audit
+//!            log
 //! snapshot   the immutable, pre-serialised response store all front doors answer from
 //! wire/      IPv4/IPv6/TCP parse and emit, checksums (etherparse stays in here)
 //! tcp/       server-side TCP: connection table, state machine, timers (pure, no I/O)

@@ -22,9 +22,10 @@
 //! A [`source::TokenSource`] yields a token and its times for one identity, given an audience
 //! (Azure `resource`, GCE `audience`), scopes and `now`; [`source::Issuer`] wraps one with a
 //! bounded cache and the audit log line. Minted sources ([`azure`], [`gce`]) compute tokens from
-//! the keys and the request alone; a future `upstream` or `command` source implements the same
-//! trait by answering from a cache that a background task fills (it must never block: see
-//! [`source::TokenSource`]). AWS role credentials are not tokens but have the same shape:
+//! the keys and the request alone; [`upstream`] sources (Entra ID, Google credentials, the
+//! user's AWS keys, `az`/`gcloud`/`aws` commands) implement the same trait by answering from a
+//! [`fetched`] cache that fetch threads fill, parking the request on the fetch in flight when it
+//! has nothing yet (they never block: see [`source::TokenSource`] and [`crate::pending`]). AWS role credentials are not tokens but have the same shape:
 //! [`aws::CredentialSource`].
 //!
 //! Invariants: no key, token or secret reaches a log or a `Debug` output; minted answers depend
