@@ -35,8 +35,9 @@ pub struct TcpConfig {
     pub max_synack_retransmits: u32,
     /// A connection with no segment from the peer for this long is closed.
     pub idle_timeout: Duration,
-    /// A connection that has not received its first request byte this long after the
-    /// handshake is closed.
+    /// Received bytes the app leaves unconsumed (an incomplete request) for this long after
+    /// the first of them arrived close the connection. Not applied before the first byte:
+    /// a new connection waits for its request under `idle_timeout`.
     pub header_timeout: Duration,
     /// How long a TIME-WAIT entry is kept (RFC 9293 says 2*MSL; see module docs).
     pub time_wait: Duration,

@@ -56,9 +56,13 @@
 //!   are dropped with an ACK. Challenge ACKs are not rate-limited separately (RFC 5961 7
 //!   "SHOULD"): at most one ACK per connection per `poll_transmit` goes out anyway.
 //! - **Idle and header timeouts.** A connection that sends nothing for
-//!   [`TcpConfig::idle_timeout`], or no first request byte within [`TcpConfig::header_timeout`]
-//!   of the handshake, is closed with FIN if it is quiet, or reset if it has data in flight or
-//!   is already closing.
+//!   [`TcpConfig::idle_timeout`], or holds received bytes the app has not consumed (an
+//!   incomplete request) for [`TcpConfig::header_timeout`] after the first of them arrived, is
+//!   closed with FIN if it is quiet, or reset if it has data in flight or is already closing.
+//!   The header timer never runs before the first request byte: a fresh connection waits for
+//!   it under the idle timeout, as `serve` does. A shorter wait cuts off live clients whose
+//!   handshake met loss: one lost SYN-ACK gives the client an RTT sample of ~1 s, hence an
+//!   RTO of ~3 s (RFC 6298 2.2), and its request then leaves at 0, 3, 9 and 21 s.
 //! - **Bounded everything.** Half-open and established counts are capped (a full table drops
 //!   the SYN, counted); the receive buffer per connection is [`TcpConfig::recv_buffer`] and is
 //!   the advertised window; pending resets are capped. Sending is bounded by the app.
