@@ -4,11 +4,12 @@
 //! requests against all three clouds. Every response must arrive complete and byte-exact: the
 //! clients' and our retransmissions must recover every loss.
 //!
-//! Duration: `IMDS_TUN_SOAK_SECS` (default 60). `IMDS_TUN_SOAK_PCAP=FILE` traces every packet
-//! (one queue); `IMDS_TUN_SOAK_THREADS=N` sets the engine threads. A failure names the mode,
-//! the request, the bytes that arrived and the client's port, to find it in the trace; the
-//! server logs its counters at exit. The expected bytes come from the library's
-//! own snapshot of the default configuration (static answers are deterministic).
+//! Duration: `IMDS_TUN_SOAK_SECS` (default 60). For chasing a failure:
+//! `IMDS_TUN_SOAK_PCAP=FILE` has `up` trace every packet as the engine sees it (forces one
+//! queue); `IMDS_TUN_SOAK_TCPDUMP=FILE` runs tcpdump on the device (the kernel's view, any
+//! number of queues); `IMDS_TUN_SOAK_THREADS=N` sets the engine threads. A failure names the
+//! mode, the request, the bytes that arrived and the client's port, to find it in the trace;
+//! `up` logs its counters per queue at exit.
 
 mod support;
 
@@ -300,6 +301,24 @@ fn two_hundred_clients_through_five_percent_faults() {
     }
     let _up = Up(child);
     assert!(line.contains("ready"), "{line:?}");
+    // The kernel's view of every packet on the device (outside the fault wrapper, any number
+    // of queues), headers only: `tcpdump -r FILE tcp port N` finds a failed client's port.
+    let _tcpdump = std::env::var("IMDS_TUN_SOAK_TCPDUMP").ok().map(|file| {
+        let dev = line
+            .split(" via ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("imds0")
+            .to_string();
+        let child = host
+            .command("tcpdump")
+            .args(["-i", &dev, "-n", "-s", "160", "-U", "-w", &file])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("tcpdump: {e}"));
+        std::thread::sleep(Duration::from_secs(1));
+        Up(child)
+    });
 
     let expected = Arc::new(expected());
     let tally = Arc::new(Tally::default());
