@@ -92,7 +92,9 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
                     source,
                 })?;
                 let writer = BufWriter::new(file);
-                // The trace shows what the kernel saw: faults are applied inside it.
+                // The trace wraps the fault device, so it shows the engine's view: packets it
+                // received after the faults, packets it sent before them (tcpdump on the
+                // device gives the kernel's view).
                 let inner: Box<dyn Device + Send> = match fault {
                     Some(f) => Box::new(Fault::new(tun, *f)),
                     None => Box::new(tun),
