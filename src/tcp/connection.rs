@@ -333,7 +333,7 @@ impl Conn {
         match self.state {
             State::Closed => return Input::Nothing,
             State::SynReceived => {
-                if let Some(input) = self.handle_syn_received(now, seg, ctx) {
+                if let Some(input) = self.handle_syn_received(seg, ctx) {
                     return input;
                 }
             }
@@ -449,12 +449,7 @@ impl Conn {
 
     /// SYN-RECEIVED processing. `Some` ends processing; `None` continues with the
     /// synchronized-state steps (the handshake completed).
-    fn handle_syn_received(
-        &mut self,
-        now: Instant,
-        seg: &Segment<'_>,
-        ctx: &mut Ctx<'_>,
-    ) -> Option<Input> {
+    fn handle_syn_received(&mut self, seg: &Segment<'_>, ctx: &mut Ctx<'_>) -> Option<Input> {
         let h = &seg.header;
         let flags = h.flags;
         let seq = Seq(h.seq);
