@@ -37,6 +37,13 @@
 //! - **Retransmission: RFC 6298 with min RTO 200 ms** (Linux's value). RFC 6298 2.4: "Whenever
 //!   RTO is computed, if it is less than 1 second, then the RTO SHOULD be rounded up to 1
 //!   second." The peer is on the same host; 1 s would make every loss cost a second.
+//!   For the same reason the initial RTO (RFC 6298 2.1: 1 s) is 200 ms too. It matters more
+//!   than it looks: it times the SYN-ACK, so after a lost SYN-ACK the client's first RTT
+//!   sample is the initial RTO, and its RTO becomes three times that (2.2); with 1 s the
+//!   client then takes 3 s to resend each lost request, each such resend that carries an ACK
+//!   of ours becomes a 3 s RTT sample for our RTO, our slow retransmissions in turn inflate
+//!   the client's samples, and a few more losses push both RTOs past 10 s (seen in the
+//!   fault soak as a request unanswered for 30 s).
 //!   Go-back-N from SND.UNA on RTO, exponential backoff, abort with RST after
 //!   [`TcpConfig::max_retransmits`]. No fast retransmit (RFC 5681 3.2): see "not done" below.
 //! - **Zero window: persist timer** (RFC 9293 3.8.6.1) with one-byte probes and backoff; a
