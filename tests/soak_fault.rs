@@ -4,8 +4,12 @@
 //! requests against all three clouds. Every response must arrive complete and byte-exact: the
 //! clients' and our retransmissions must recover every loss.
 //!
-//! Duration: `IMDS_TUN_SOAK_SECS` (default 60). The expected bytes come from the library's
-//! own snapshot of the default configuration (static answers are deterministic).
+//! Duration: `IMDS_TUN_SOAK_SECS` (default 60). For chasing a failure:
+//! `IMDS_TUN_SOAK_PCAP=FILE` has `up` trace every packet as the engine sees it (forces one
+//! queue); `IMDS_TUN_SOAK_TCPDUMP=FILE` runs tcpdump on the device (the kernel's view, any
+//! number of queues); `IMDS_TUN_SOAK_THREADS=N` sets the engine threads. A failure names the
+//! mode, the request, the bytes that arrived and the client's port, to find it in the trace;
+//! `up` logs its counters per queue at exit.
 
 mod support;
 
@@ -71,35 +75,87 @@ struct Tally {
     connections: AtomicU64,
 }
 
-fn read_exact_or_fail(s: &mut TcpStream, want: &[u8], tally: &Tally) -> bool {
-    let mut got = vec![0u8; want.len()];
-    match s.read_exact(&mut got) {
-        Ok(()) if got == want => {
-            tally.ok.fetch_add(1, Ordering::Relaxed);
-            true
-        }
-        Ok(()) => {
-            tally.mismatched.fetch_add(1, Ordering::Relaxed);
-            false
-        }
-        Err(e) => {
-            eprintln!("read failed: {e}");
-            tally.failed.fetch_add(1, Ordering::Relaxed);
-            false
-        }
+/// Where a client was when something went wrong: enough to find the connection in a pcap
+/// (`tcp.port == local_port`) and in the server's counters.
+#[derive(Clone, Copy)]
+struct At {
+    mode: &'static str,
+    /// Index of the request on its connection (0 for new-connection mode).
+    k: usize,
+    /// Which of [`REQUESTS`].
+    req: usize,
+    local_port: u16,
+    connected: Instant,
+    started: Instant,
+}
+
+impl At {
+    fn report(&self, what: &str, got: usize, want: usize) {
+        eprintln!(
+            "{what}: {} request #{} (REQUESTS[{}]) from port {}: {got} of {want} bytes, \
+             {:.3} s after connect, {:.3} s into the soak",
+            self.mode,
+            self.k,
+            self.req,
+            self.local_port,
+            self.connected.elapsed().as_secs_f64(),
+            self.started.elapsed().as_secs_f64(),
+        );
     }
 }
 
-fn client(n: usize, until: Instant, expected: &[(Vec<u8>, Vec<u8>)], tally: &Tally) {
+/// Reads exactly `want`; on a short read says how many bytes came before EOF or the error.
+fn read_exact_or_fail(s: &mut TcpStream, want: &[u8], tally: &Tally, at: &At) -> bool {
+    let mut got = vec![0u8; want.len()];
+    let mut filled = 0;
+    while filled < got.len() {
+        match s.read(&mut got[filled..]) {
+            Ok(0) => {
+                at.report("read failed: EOF", filled, want.len());
+                tally.failed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                at.report(&format!("read failed: {e}"), filled, want.len());
+                tally.failed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+    }
+    if got == want {
+        tally.ok.fetch_add(1, Ordering::Relaxed);
+        true
+    } else {
+        let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+        at.report(&format!("differs from byte {first}"), filled, want.len());
+        tally.mismatched.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
+fn client(
+    n: usize,
+    started: Instant,
+    until: Instant,
+    expected: &[(Vec<u8>, Vec<u8>)],
+    tally: &Tally,
+) {
     let addr = SocketAddr::from(([169, 254, 169, 254], 80));
     let mut round = n;
     while Instant::now() < until {
         round += 1;
+        let t0 = Instant::now();
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(20));
         let mut s = match stream {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("connect failed: {e}");
+                eprintln!(
+                    "connect failed after {:.3} s, {:.3} s into the soak: {e}",
+                    t0.elapsed().as_secs_f64(),
+                    started.elapsed().as_secs_f64()
+                );
                 tally.failed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -107,49 +163,76 @@ fn client(n: usize, until: Instant, expected: &[(Vec<u8>, Vec<u8>)], tally: &Tal
         tally.connections.fetch_add(1, Ordering::Relaxed);
         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
         let _ = s.set_nodelay(true);
+        let mut at = At {
+            mode: "",
+            k: 0,
+            req: 0,
+            local_port: s.local_addr().map_or(0, |a| a.port()),
+            connected: Instant::now(),
+            started,
+        };
         match round % 3 {
             // New connection per request: the server closes first.
             0 => {
                 let i = round % REQUESTS.len();
+                at.mode = "new-connection";
+                at.req = i;
                 let req = format!("{}Connection: close\r\n\r\n", REQUESTS[i]);
-                if s.write_all(req.as_bytes()).is_err() {
+                if let Err(e) = s.write_all(req.as_bytes()) {
+                    at.report(&format!("write failed: {e}"), 0, 0);
                     tally.failed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                if read_exact_or_fail(&mut s, &expected[i].1, tally) {
+                if read_exact_or_fail(&mut s, &expected[i].1, tally, &at) {
                     let mut rest = Vec::new();
-                    if s.read_to_end(&mut rest).is_err() || !rest.is_empty() {
-                        tally.mismatched.fetch_add(1, Ordering::Relaxed);
+                    match s.read_to_end(&mut rest) {
+                        Ok(_) if rest.is_empty() => {}
+                        Ok(n) => {
+                            at.report(&format!("{n} bytes after the response"), 0, 0);
+                            tally.mismatched.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            at.report(&format!("no clean EOF after the response: {e}"), 0, 0);
+                            tally.mismatched.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }
             // Keep-alive, one request at a time.
             1 => {
+                at.mode = "keep-alive";
                 for k in 0..20 {
                     let i = (round + k) % REQUESTS.len();
+                    at.k = k;
+                    at.req = i;
                     let req = format!("{}\r\n", REQUESTS[i]);
-                    if s.write_all(req.as_bytes()).is_err() {
+                    if let Err(e) = s.write_all(req.as_bytes()) {
+                        at.report(&format!("write failed: {e}"), 0, 0);
                         tally.failed.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
-                    if !read_exact_or_fail(&mut s, &expected[i].0, tally) {
+                    if !read_exact_or_fail(&mut s, &expected[i].0, tally, &at) {
                         break;
                     }
                 }
             }
             // Keep-alive, pipelined: all requests written at once.
             _ => {
+                at.mode = "pipelined";
                 let mut batch = String::new();
                 for r in REQUESTS {
                     batch.push_str(r);
                     batch.push_str("\r\n");
                 }
-                if s.write_all(batch.as_bytes()).is_err() {
+                if let Err(e) = s.write_all(batch.as_bytes()) {
+                    at.report(&format!("write failed: {e}"), 0, 0);
                     tally.failed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                for e in expected {
-                    if !read_exact_or_fail(&mut s, &e.0, tally) {
+                for (k, e) in expected.iter().enumerate() {
+                    at.k = k;
+                    at.req = k;
+                    if !read_exact_or_fail(&mut s, &e.0, tally, &at) {
                         break;
                     }
                 }
@@ -189,6 +272,10 @@ fn two_hundred_clients_through_five_percent_faults() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
+    // A trace of what the kernel saw (taken outside the fault wrapper; forces one queue), and
+    // the number of engine threads (default: one per core), for chasing a failure.
+    let pcap = std::env::var("IMDS_TUN_SOAK_PCAP").ok();
+    let threads = std::env::var("IMDS_TUN_SOAK_THREADS").ok();
     let host = TestHost::new(Shape::LoopbackOnly);
     // Raise the client side's file limit and port range for 200 busy clients.
     host.sh("sysctl -qw net.ipv4.tcp_tw_reuse=1");
@@ -203,6 +290,8 @@ fn two_hundred_clients_through_five_percent_faults() {
         .arg(host.dir().join("state"))
         .arg("--key-dir")
         .arg(host.dir().join("keys"))
+        .args(pcap.iter().flat_map(|p| ["--pcap", p.as_str()]))
+        .args(threads.iter().flat_map(|t| ["--threads", t.as_str()]))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -215,16 +304,35 @@ fn two_hundred_clients_through_five_percent_faults() {
     }
     let _up = Up(child);
     assert!(line.contains("ready"), "{line:?}");
+    // The kernel's view of every packet on the device (outside the fault wrapper, any number
+    // of queues), headers only: `tcpdump -r FILE tcp port N` finds a failed client's port.
+    let _tcpdump = std::env::var("IMDS_TUN_SOAK_TCPDUMP").ok().map(|file| {
+        let dev = line
+            .split(" via ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("imds0")
+            .to_string();
+        let child = host
+            .command("tcpdump")
+            .args(["-i", &dev, "-n", "-s", "160", "-U", "-w", &file])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("tcpdump: {e}"));
+        std::thread::sleep(Duration::from_secs(1));
+        Up(child)
+    });
 
     let expected = Arc::new(expected());
     let tally = Arc::new(Tally::default());
-    let until = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(secs);
     let (e2, t2) = (Arc::clone(&expected), Arc::clone(&tally));
     in_netns(&host, move || {
         let workers: Vec<_> = (0..CLIENTS)
             .map(|n| {
                 let (e, t) = (Arc::clone(&e2), Arc::clone(&t2));
-                std::thread::spawn(move || client(n, until, &e, &t))
+                std::thread::spawn(move || client(n, started, until, &e, &t))
             })
             .collect();
         for w in workers {

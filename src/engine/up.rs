@@ -124,7 +124,9 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
                     source,
                 })?;
                 let writer = BufWriter::new(file);
-                // The trace shows what the kernel saw: faults are applied inside it.
+                // The trace wraps the fault device, so it shows the engine's view: packets it
+                // received after the faults, packets it sent before them (tcpdump on the
+                // device gives the kernel's view).
                 let inner: Box<dyn Device + Send> = match fault {
                     Some(f) => Box::new(Fault::new(tun, *f)),
                     None => Box::new(tun),
@@ -143,6 +145,15 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
             .name(format!("imds-tun-q{i}"))
             .spawn(move || {
                 let result = driver::run(&mut engine, &stop).map_err(|e| e.to_string());
+                // What this queue did, for post-mortems of soaks and incidents: the engine's
+                // packet counts and every TCP drop/reset/retransmission reason.
+                let (half_open, established, time_wait) = engine.tcp().class_counts();
+                tracing::info!(
+                    "queue {i} at exit: {:?}; tcp {:?}; still in table: {half_open} half-open, \
+                     {established} established, {time_wait} TIME-WAIT",
+                    engine.counters(),
+                    engine.tcp().counters(),
+                );
                 if result.is_err() {
                     // Wake the main thread so the host is restored instead of left half-served.
                     let _ = nix::sys::signal::raise(Signal::SIGTERM);

@@ -107,6 +107,10 @@ pub(crate) struct Conn {
     // Timers.
     rto_at: Option<Instant>,
     last_activity: Instant,
+    /// When in-order data last arrived (the newest byte in `rcv_buf` came then).
+    rcv_data_at: Instant,
+    /// Header timeout: set while `rcv_buf` holds bytes the app has not consumed (a request
+    /// still incomplete), never before the first byte arrives.
     header_at: Option<Instant>,
     time_wait_at: Option<Instant>,
 
@@ -197,6 +201,7 @@ impl Conn {
             rtt_sample: None,
             rto_at: None,
             last_activity: now,
+            rcv_data_at: now,
             header_at: None,
             time_wait_at: None,
             ack_pending: false,
@@ -260,9 +265,16 @@ impl Conn {
 
     // ---- app commands --------------------------------------------------------------------
 
-    pub fn consume(&mut self, n: usize) {
+    pub fn consume(&mut self, n: usize, cfg: &TcpConfig) {
         let n = n.min(self.rcv_buf.len());
         self.rcv_buf.drain(..n);
+        if self.rcv_buf.is_empty() {
+            self.header_at = None;
+        } else if n > 0 {
+            // What is left starts the next request; its first byte came at the latest with the
+            // newest data, so its time runs from there (lenient by at most one segment gap).
+            self.header_at = Some(self.rcv_data_at + cfg.header_timeout);
+        }
         // Window update (RFC 9293 3.8.6.2.2, receiver SWS avoidance): announce reopened space
         // once it is worth it, i.e. after a zero/small window grew by at least half a buffer or
         // one segment.
@@ -321,7 +333,7 @@ impl Conn {
         match self.state {
             State::Closed => return Input::Nothing,
             State::SynReceived => {
-                if let Some(input) = self.handle_syn_received(now, seg, ctx) {
+                if let Some(input) = self.handle_syn_received(seg, ctx) {
                     return input;
                 }
             }
@@ -437,12 +449,7 @@ impl Conn {
 
     /// SYN-RECEIVED processing. `Some` ends processing; `None` continues with the
     /// synchronized-state steps (the handshake completed).
-    fn handle_syn_received(
-        &mut self,
-        now: Instant,
-        seg: &Segment<'_>,
-        ctx: &mut Ctx<'_>,
-    ) -> Option<Input> {
+    fn handle_syn_received(&mut self, seg: &Segment<'_>, ctx: &mut Ctx<'_>) -> Option<Input> {
         let h = &seg.header;
         let flags = h.flags;
         let seq = Seq(h.seq);
@@ -474,7 +481,11 @@ impl Conn {
             return Some(Input::SendReset);
         }
         self.state = State::Established;
-        self.header_at = Some(now + ctx.cfg.header_timeout);
+        // No header timer yet: it starts with the first request byte (see `handle_text`).
+        // Until then only the idle timeout applies, because a live client whose handshake
+        // went through loss may legitimately take tens of seconds to get its first segment
+        // here: after one lost SYN-ACK its RTT sample is ~1 s, so its RTO is ~3 s (RFC 6298
+        // 2.2: SRTT + 4 * RTT/2) and its retransmissions of the request leave at 3, 9, 21 s.
         self.retries = 0;
         ctx.counters.connections_established += 1;
         // The handshake ACK is processed by the ACK step, which also takes the window.
@@ -613,9 +624,14 @@ impl Conn {
                 ctx.counters.recv_bytes_dropped += (new.len() - take) as u64;
             }
             if take > 0 {
+                if self.rcv_buf.is_empty() {
+                    // The first byte of a request: it must be complete (consumed by the app)
+                    // within the header timeout.
+                    self.header_at = Some(now + ctx.cfg.header_timeout);
+                }
                 self.rcv_buf.extend_from_slice(&new[..take]);
                 self.rcv_nxt = self.rcv_nxt.plus(take);
-                self.header_at = None;
+                self.rcv_data_at = now;
                 readable = true;
             }
             self.ack_pending = true;

@@ -37,6 +37,13 @@
 //! - **Retransmission: RFC 6298 with min RTO 200 ms** (Linux's value). RFC 6298 2.4: "Whenever
 //!   RTO is computed, if it is less than 1 second, then the RTO SHOULD be rounded up to 1
 //!   second." The peer is on the same host; 1 s would make every loss cost a second.
+//!   For the same reason the initial RTO (RFC 6298 2.1: 1 s) is 200 ms too. It matters more
+//!   than it looks: it times the SYN-ACK, so after a lost SYN-ACK the client's first RTT
+//!   sample is the initial RTO, and its RTO becomes three times that (2.2); with 1 s the
+//!   client then takes 3 s to resend each lost request, each such resend that carries an ACK
+//!   of ours becomes a 3 s RTT sample for our RTO, our slow retransmissions in turn inflate
+//!   the client's samples, and a few more losses push both RTOs past 10 s (seen in the
+//!   fault soak as a request unanswered for 30 s).
 //!   Go-back-N from SND.UNA on RTO, exponential backoff, abort with RST after
 //!   [`TcpConfig::max_retransmits`]. No fast retransmit (RFC 5681 3.2): see "not done" below.
 //! - **Zero window: persist timer** (RFC 9293 3.8.6.1) with one-byte probes and backoff; a
@@ -56,9 +63,13 @@
 //!   are dropped with an ACK. Challenge ACKs are not rate-limited separately (RFC 5961 7
 //!   "SHOULD"): at most one ACK per connection per `poll_transmit` goes out anyway.
 //! - **Idle and header timeouts.** A connection that sends nothing for
-//!   [`TcpConfig::idle_timeout`], or no first request byte within [`TcpConfig::header_timeout`]
-//!   of the handshake, is closed with FIN if it is quiet, or reset if it has data in flight or
-//!   is already closing.
+//!   [`TcpConfig::idle_timeout`], or holds received bytes the app has not consumed (an
+//!   incomplete request) for [`TcpConfig::header_timeout`] after the first of them arrived, is
+//!   closed with FIN if it is quiet, or reset if it has data in flight or is already closing.
+//!   The header timer never runs before the first request byte: a fresh connection waits for
+//!   it under the idle timeout, as `serve` does. A shorter wait cuts off live clients whose
+//!   handshake met loss: one lost SYN-ACK gives the client an RTT sample of ~1 s, hence an
+//!   RTO of ~3 s (RFC 6298 2.2), and its request then leaves at 0, 3, 9 and 21 s.
 //! - **Bounded everything.** Half-open and established counts are capped (a full table drops
 //!   the SYN, counted); the receive buffer per connection is [`TcpConfig::recv_buffer`] and is
 //!   the advertised window; pending resets are capped. Sending is bounded by the app.

@@ -284,7 +284,7 @@ impl<A: Default> ConnTable<A> {
     /// Marks `n` received bytes as read, freeing receive window.
     pub fn consume(&mut self, id: ConnId, n: usize) {
         if self.get(id).is_some() {
-            self.update(id.slot, |c, _| c.consume(n));
+            self.update(id.slot, |c, ctx| c.consume(n, ctx.cfg));
         }
     }
 
