@@ -9,8 +9,8 @@
 //! (`tests/tcp_smoltcp.rs` tests the TCP table alone with arbitrary payload sizes and MTUs;
 //! this one tests the engine as `up` runs it.)
 
-use std::cell::Cell;
-use std::collections::VecDeque;
+mod support;
+
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -25,10 +25,10 @@ use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
 use imds_tun::tcp::TcpConfig;
 use proptest::prelude::*;
 use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
+use support::smoltcp_phy::{set_clock_ms, tsval, ClientPhy};
 
 const SERVER_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
@@ -46,58 +46,6 @@ const REQUESTS: [&str; 8] = [
     "GET /latest/dynamic/instance-identity/document HTTP/1.1\r\n",
     "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n",
 ];
-
-thread_local! {
-    /// smoltcp's timestamp generator is a plain `fn`; it reads the simulated clock here.
-    static CLOCK_MS: Cell<u32> = const { Cell::new(1) };
-}
-
-fn tsval() -> u32 {
-    CLOCK_MS.with(Cell::get)
-}
-
-/// The client side's smoltcp device: packets are moved to and from the in-memory device
-/// between polls.
-struct ClientPhy {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut Vec<Vec<u8>>);
-
-impl RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0; len];
-        let r = f(&mut b);
-        self.0.push(b);
-        r
-    }
-}
-
-impl Device for ClientPhy {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-    fn receive(&mut self, _: SInstant) -> Option<(Rx, Tx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
-    }
-    fn transmit(&mut self, _: SInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = 65535;
-        c
-    }
-}
 
 #[derive(Clone, Debug)]
 struct ConnPlan {
@@ -180,10 +128,7 @@ fn run(plan: &Plan) -> Result<(), String> {
     tcp_cfg.idle_timeout = Duration::from_secs(600);
     let mut engine = Engine::new(device, tcp_cfg, [7; 16], Arc::clone(&cell), origin);
 
-    let mut phy = ClientPhy {
-        rx: VecDeque::new(),
-        tx: Vec::new(),
-    };
+    let mut phy = ClientPhy::new(65535);
     let mut iface = Interface::new(
         Config::new(HardwareAddress::Ip),
         &mut phy,
@@ -266,7 +211,7 @@ fn run(plan: &Plan) -> Result<(), String> {
     let mut rx_buf = vec![0u8; MAX_PACKET];
     let mut now: u64 = 0;
     loop {
-        CLOCK_MS.with(|c| c.set(now as u32 + 1));
+        set_clock_ms(now as u32 + 1);
         let snow = SInstant::from_millis(now as i64);
         while let Ok(Some(n)) = client_end.recv(at(now), &mut rx_buf) {
             phy.rx.push_back(rx_buf[..n].to_vec());

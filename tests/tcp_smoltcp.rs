@@ -3,12 +3,12 @@
 //! duplicating, reordering in-memory link, on a simulated clock. Every response must arrive
 //! byte-exact, and the table must be empty once everyone has closed and timers have run.
 //!
-//! The project's generic device layer with a fault-injecting wrapper lives in `src/device/`
-//! and was written concurrently; this test uses its own small seeded lossy link (`Link`) so
-//! that it depends only on `wire` and `tcp`.
+//! The engine as a whole, through the project's in-memory and fault-injecting devices, is
+//! tested in `tests/engine_smoltcp.rs`; this test uses its own small seeded lossy link (`Link`)
+//! so that it depends only on `wire` and `tcp`.
 
-use std::cell::Cell;
-use std::collections::VecDeque;
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -17,10 +17,10 @@ use imds_tun::tcp::{ConnId, ConnTable, Instant, TcpConfig, Transmit};
 use imds_tun::wire::{parse, Packet, PartialSum};
 use proptest::prelude::*;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
+use support::smoltcp_phy::{set_clock_ms, tsval, ClientPhy};
 
 const SERVER_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
@@ -85,53 +85,6 @@ impl Link {
     fn next_at(&self) -> Option<u64> {
         self.queue.iter().map(|(at, _, _)| *at).min()
     }
-}
-
-/// The smoltcp side of the link.
-struct Dev {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-    mtu: usize,
-}
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut Vec<Vec<u8>>);
-impl RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0; len];
-        let r = f(&mut b);
-        self.0.push(b);
-        r
-    }
-}
-impl Device for Dev {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-    fn receive(&mut self, _: SInstant) -> Option<(Rx, Tx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
-    }
-    fn transmit(&mut self, _: SInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = self.mtu;
-        c
-    }
-}
-
-thread_local! {
-    /// smoltcp's timestamp generator is a plain `fn`; it reads the simulated clock from here.
-    static CLOCK_MS: Cell<u32> = const { Cell::new(0) };
-}
-fn tsval() -> u32 {
-    CLOCK_MS.with(|c| c.get())
 }
 
 /// The deterministic response to request `n` of `len` body bytes.
@@ -252,11 +205,7 @@ fn run(plan: &Plan) -> Result<(), String> {
     let mut rng = Rng(plan.seed | 1);
     let mut c2s = Link::new(plan.loss, plan.dup, plan.reorder);
     let mut s2c = Link::new(plan.loss, plan.dup, plan.reorder);
-    let mut dev = Dev {
-        rx: VecDeque::new(),
-        tx: Vec::new(),
-        mtu: plan.mtu,
-    };
+    let mut dev = ClientPhy::new(plan.mtu);
 
     let mut cfg = TcpConfig::default();
     cfg.listen
@@ -280,7 +229,7 @@ fn run(plan: &Plan) -> Result<(), String> {
     );
 
     let mut now: u64 = 0;
-    CLOCK_MS.with(|c| c.set(1));
+    set_clock_ms(1);
     let mut iface = Interface::new(
         Config::new(HardwareAddress::Ip),
         &mut dev,
@@ -337,7 +286,7 @@ fn run(plan: &Plan) -> Result<(), String> {
 
     let deadline_ms = 3_000_000;
     loop {
-        CLOCK_MS.with(|c| c.set(now as u32 + 1));
+        set_clock_ms(now as u32 + 1);
         let snow = SInstant::from_millis(now as i64);
         for p in s2c.pop_due(now) {
             dev.rx.push_back(p);

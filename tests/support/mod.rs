@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 pub mod netns;
+pub mod smoltcp_phy;
 
 /// The venv under the target directory with `tests/sdk/requirements.txt` installed, created
 /// once per test binary and reused across runs while the requirements are unchanged.
