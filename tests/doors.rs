@@ -17,6 +17,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use support::netns::{Shape, TestHost};
+use support::up::Up;
 
 /// The private files of the test host's mount namespaces.
 struct PrivateFiles {
@@ -331,26 +332,12 @@ fn down_after_kill_9_of_up_removes_himds_key_files_and_group() {
     let host = TestHost::new(Shape::LoopbackOnly);
     let files = PrivateFiles::new(&host);
     let state = host.dir().join("state");
-    let mut child = host
-        .command_with_mounts(env!("CARGO_BIN_EXE_imds-tun"), &files.mounts())
-        .arg("up")
-        .arg("--himds")
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--key-dir")
-        .arg(host.dir().join("keys"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start imds-tun up: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert!(ready.contains("ready"), "unexpected first line: {ready:?}");
-    let up = Serve {
-        child,
-        env: Vec::new(),
-    };
+    let up = Up::start_in(
+        &host,
+        host.command_with_mounts(env!("CARGO_BIN_EXE_imds-tun"), &files.mounts()),
+        ["--himds"],
+        0,
+    );
     // The challenge writes a key file.
     let (ok, headers) = run(
         &host,

@@ -8,65 +8,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::netns::{hosts_content, Shape, TestHost};
+use support::up::Up;
 
-/// A running `imds-tun up` in a test host; killed on drop.
-struct Up {
-    child: Child,
-}
-
-impl Up {
-    fn start(host: &TestHost) -> Up {
-        let mut child = host
-            .command(env!("CARGO_BIN_EXE_imds-tun"))
-            .args(["up", "--state-dir"])
-            .arg(host.dir().join("state"))
-            .arg("--key-dir")
-            .arg(host.dir().join("keys"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start imds-tun up: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(line.contains("ready"), "unexpected first line: {line:?}");
-        Up { child }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) with a pid we own.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
-                return status;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "imds-tun did not exit in {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// `up` with no arguments beyond the test host's own directories.
+const NO_ARGS: [&str; 0] = [];
 
 /// Curl requests against all three clouds, by address and by GCE's DNS names.
 fn curl_all_clouds(host: &TestHost) {
@@ -132,7 +80,7 @@ fn full_cycle(shape: Shape) {
     let routes_before = host.routes();
     let original_hosts = hosts_content();
 
-    let up = Up::start(&host);
+    let up = Up::start(&host, NO_ARGS);
     let hosts_during = std::fs::read_to_string(&host.hosts_file).unwrap_or_default();
     assert!(
         hosts_during.contains("169.254.169.254")
@@ -172,10 +120,10 @@ fn full_cycle(shape: Shape) {
     );
 
     // A crash leaves things behind; the next `up` starts cleanly and `down` restores.
-    let up = Up::start(&host);
+    let up = Up::start(&host, NO_ARGS);
     up.signal(libc::SIGKILL);
     let _ = up.wait(Duration::from_secs(10));
-    let up = Up::start(&host);
+    let up = Up::start(&host, NO_ARGS);
     curl_all_clouds(&host);
     up.signal(libc::SIGKILL);
     let _ = up.wait(Duration::from_secs(10));
@@ -237,28 +185,16 @@ fn ping_ipv6_second_instance_pcap_and_no_root() {
     let pcap = host.dir().join("trace.pcap");
     let addresses_before = host.addresses();
 
-    let mut child = host
-        .command(env!("CARGO_BIN_EXE_imds-tun"))
-        .arg("up")
-        .arg("--config")
-        .arg(&config)
-        .arg("--pcap")
-        .arg(&pcap)
-        .arg("--state-dir")
-        .arg(host.dir().join("state"))
-        .arg("--key-dir")
-        .arg(host.dir().join("keys"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        BufReader::new(out)
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let up = Up { child };
+    let up = Up::start(
+        &host,
+        [
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--pcap".as_ref(),
+            pcap.as_os_str(),
+        ],
+    );
+    let line = up.ready_line().to_string();
     assert!(
         line.contains("ready") && line.contains("fd00:ec2::254"),
         "{line:?}"
@@ -346,28 +282,14 @@ fn up_with(
     edit(&mut cfg);
     let config = host.dir().join("config.json");
     std::fs::write(&config, cfg.to_string()).unwrap_or_else(|e| panic!("{e}"));
-    let mut child = host
-        .command(env!("CARGO_BIN_EXE_imds-tun"))
-        .arg("up")
-        .arg("--config")
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(host.dir().join("state"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let out: Vec<String> = BufReader::new(stdout)
-        .lines()
-        .take(lines)
-        .map_while(Result::ok)
-        .collect();
-    assert!(
-        out.first().is_some_and(|l| l.contains("ready")),
-        "unexpected output: {out:?}"
+    let up = Up::start_in(
+        host,
+        host.command(env!("CARGO_BIN_EXE_imds-tun")),
+        ["--config".as_ref(), config.as_os_str()],
+        lines.saturating_sub(1),
     );
-    (Up { child }, out)
+    let out = up.lines.clone();
+    (up, out)
 }
 
 /// ECS container credentials at 169.254.170.2 under `up`, turned on by the AWS section alone:

@@ -13,7 +13,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
@@ -26,6 +26,7 @@ use imds_tun::config;
 use imds_tun::http::exchange::{respond_all, Outgoing};
 use imds_tun::snapshot::{Keys, Snapshot};
 use support::netns::{Shape, TestHost};
+use support::up::Up;
 
 const CLIENTS: usize = 200;
 
@@ -256,9 +257,10 @@ fn in_netns<T: Send + 'static>(host: &TestHost, f: impl FnOnce() -> T + Send + '
     .unwrap_or_else(|_| panic!("client thread panicked"))
 }
 
-struct Up(Child);
+/// A capture that stops (SIGTERM, so it flushes) when the test ends.
+struct Tcpdump(Child);
 
-impl Drop for Up {
+impl Drop for Tcpdump {
     fn drop(&mut self) {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
@@ -279,31 +281,14 @@ fn two_hundred_clients_through_five_percent_faults() {
     let host = TestHost::new(Shape::LoopbackOnly);
     // Raise the client side's file limit and port range for 200 busy clients.
     host.sh("sysctl -qw net.ipv4.tcp_tw_reuse=1");
-    let mut child = host
-        .command(env!("CARGO_BIN_EXE_imds-tun"))
-        .args([
-            "up",
-            "--fault",
-            "drop=0.05,dup=0.05,reorder=0.05,delay=0.05,max-delay=50ms,seed=42",
-            "--state-dir",
-        ])
-        .arg(host.dir().join("state"))
-        .arg("--key-dir")
-        .arg(host.dir().join("keys"))
-        .args(pcap.iter().flat_map(|p| ["--pcap", p.as_str()]))
-        .args(threads.iter().flat_map(|t| ["--threads", t.as_str()]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        BufReader::new(out)
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let _up = Up(child);
-    assert!(line.contains("ready"), "{line:?}");
+    let mut args = vec![
+        "--fault",
+        "drop=0.05,dup=0.05,reorder=0.05,delay=0.05,max-delay=50ms,seed=42",
+    ];
+    args.extend(pcap.iter().flat_map(|p| ["--pcap", p.as_str()]));
+    args.extend(threads.iter().flat_map(|t| ["--threads", t.as_str()]));
+    let up = Up::start(&host, args);
+    let line = up.ready_line().to_string();
     // The kernel's view of every packet on the device (outside the fault wrapper, any number
     // of queues), headers only: `tcpdump -r FILE tcp port N` finds a failed client's port.
     let _tcpdump = std::env::var("IMDS_TUN_SOAK_TCPDUMP").ok().map(|file| {
@@ -320,7 +305,7 @@ fn two_hundred_clients_through_five_percent_faults() {
             .spawn()
             .unwrap_or_else(|e| panic!("tcpdump: {e}"));
         std::thread::sleep(Duration::from_secs(1));
-        Up(child)
+        Tcpdump(child)
     });
 
     let expected = Arc::new(expected());

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 pub mod netns;
 pub mod smoltcp_phy;
+pub mod up;
 
 /// The venv under the target directory with `tests/sdk/requirements.txt` installed, created
 /// once per test binary and reused across runs while the requirements are unchanged.
