@@ -107,6 +107,9 @@ fn start(host: &TestHost, files: &PrivateFiles) -> Serve {
             "--app-service",
             "--legacy-msi",
         ])
+        // The test host's own key directory: never the machine's /var/lib/imds-tun.
+        .arg("--key-dir")
+        .arg(host.dir().join("keys"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
