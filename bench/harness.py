@@ -569,6 +569,18 @@ def has_subcommand(binary, sub):
     return r.returncode == 0, (r.stderr or r.stdout).strip()
 
 
+def scratch_dirs(binary, sub, where):
+    """`--state-dir`/`--key-dir` options pointing into the run's scratch directory, for the
+    options this build has: the benchmark must not create the machine's /run/imds-tun or
+    /var/lib/imds-tun."""
+    _, text = has_subcommand(binary, sub)
+    argv = []
+    for opt, name in (("--state-dir", "state"), ("--key-dir", "keys")):
+        if opt in text:
+            argv += [opt, os.path.join(where, name)]
+    return argv
+
+
 # ---------------------------------------------------------------------------------------------
 # The contenders.
 
@@ -642,8 +654,8 @@ def fetch_reference(args, binary, tmp, cpus_server):
         ns.add_loopback_alias()
         hosts = os.path.join(tmp, "hosts-ref")
         shutil.copy("/etc/hosts", hosts)
-        srv = Server(ns, [binary, "serve", "--listen", f"{ADDR}:{PORT}"], hosts, cpus_server,
-                     os.path.join(tmp, "ref-serve.log"))
+        argv = [binary, "serve", "--listen", f"{ADDR}:{PORT}"] + scratch_dirs(binary, "serve", tmp)
+        srv = Server(ns, argv, hosts, cpus_server, os.path.join(tmp, "ref-serve.log"))
         try:
             probe_ready(ns, srv, http_request_bytes(args.clouds[0]), 10)
             ref = {}
@@ -728,13 +740,10 @@ def run_contender(name, args, binary, reference, tmp, cpus_server, cpus_client, 
         ns = Netns(f"{args.ns_prefix}-{name}-{os.path.basename(ctmp).split('-')[-1]}")
         ns.sysctl("net.ipv4.tcp_tw_reuse", 1)
         if name == "up":
-            argv = [binary, "up"]
-            ok, text = has_subcommand(binary, "up")
-            if "--state-dir" in text:
-                argv += ["--state-dir", os.path.join(ctmp, "state")]
+            argv = [binary, "up"] + scratch_dirs(binary, "up", ctmp)
         elif name == "serve":
             ns.add_loopback_alias()
-            argv = [binary, "serve", "--listen", f"{ADDR}:{PORT}"]
+            argv = [binary, "serve", "--listen", f"{ADDR}:{PORT}"] + scratch_dirs(binary, "serve", ctmp)
         else:
             ns.add_loopback_alias()
             workers = "auto" if not args.pin else str(len(cpus_server))
