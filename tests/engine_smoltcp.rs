@@ -24,11 +24,11 @@ use imds_tun::http::exchange::{respond_all, Outgoing};
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
 use imds_tun::tcp::TcpConfig;
 use proptest::prelude::*;
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SInstant;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
-use support::smoltcp_phy::{set_clock_ms, tsval, ClientPhy};
+use smoltcp::wire::IpAddress;
+use support::smoltcp_phy::{client_interface, set_clock_ms, tsval, ClientPhy};
 
 const SERVER_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
@@ -129,26 +129,7 @@ fn run(plan: &Plan) -> Result<(), String> {
     let mut engine = Engine::new(device, tcp_cfg, [7; 16], Arc::clone(&cell), origin);
 
     let mut phy = ClientPhy::new(65535);
-    let mut iface = Interface::new(
-        Config::new(HardwareAddress::Ip),
-        &mut phy,
-        SInstant::from_millis(0),
-    );
-    iface.update_ip_addrs(|a| {
-        let _ = a.push(IpCidr::new(IpAddress::v4(169, 254, 0, 2), 16));
-        let _ = a.push(IpCidr::new(
-            IpAddress::Ipv6(Ipv6Address::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 2)),
-            64,
-        ));
-    });
-    iface
-        .routes_mut()
-        .add_default_ipv4_route(Ipv4Address::new(169, 254, 0, 1))
-        .map_err(|e| format!("{e:?}"))?;
-    iface
-        .routes_mut()
-        .add_default_ipv6_route(Ipv6Address::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 1))
-        .map_err(|e| format!("{e:?}"))?;
+    let mut iface = client_interface(&mut phy)?;
 
     struct Client {
         handle: smoltcp::iface::SocketHandle,

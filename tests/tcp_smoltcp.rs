@@ -16,11 +16,11 @@ use bytes::Bytes;
 use imds_tun::tcp::{ConnId, ConnTable, Instant, TcpConfig, Transmit};
 use imds_tun::wire::{parse, Packet, PartialSum};
 use proptest::prelude::*;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SInstant;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
-use support::smoltcp_phy::{set_clock_ms, tsval, ClientPhy};
+use smoltcp::wire::IpAddress;
+use support::smoltcp_phy::{client_interface, set_clock_ms, tsval, ClientPhy};
 
 const SERVER_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
@@ -230,26 +230,7 @@ fn run(plan: &Plan) -> Result<(), String> {
 
     let mut now: u64 = 0;
     set_clock_ms(1);
-    let mut iface = Interface::new(
-        Config::new(HardwareAddress::Ip),
-        &mut dev,
-        SInstant::from_millis(0),
-    );
-    iface.update_ip_addrs(|a| {
-        let _ = a.push(IpCidr::new(IpAddress::v4(169, 254, 0, 2), 16));
-        let _ = a.push(IpCidr::new(
-            IpAddress::Ipv6(Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
-            64,
-        ));
-    });
-    iface
-        .routes_mut()
-        .add_default_ipv4_route(Ipv4Address::new(169, 254, 0, 1))
-        .map_err(|e| format!("{e:?}"))?;
-    iface
-        .routes_mut()
-        .add_default_ipv6_route(Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))
-        .map_err(|e| format!("{e:?}"))?;
+    let mut iface = client_interface(&mut dev)?;
     let mut sockets = SocketSet::new(vec![]);
     let mut clients = Vec::new();
     for (i, cp) in plan.conns.iter().enumerate() {

@@ -6,6 +6,7 @@
 
 mod support;
 
+use imds_tun::cloud::aws::timestamp::format_utc;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -137,7 +138,7 @@ fn serve_one(stream: TcpStream, log: &Mutex<Vec<Seen>>, delay: Duration) {
             .unwrap_or(0);
         (
             "200 OK",
-            json!({"accessToken": format!("ya29.impersonated-{n}"), "expireTime": rfc3339(secs)}),
+            json!({"accessToken": format!("ya29.impersonated-{n}"), "expireTime": format_utc(secs as i64)}),
         )
     } else if path == "/sts" {
         (
@@ -159,27 +160,6 @@ fn serve_one(stream: TcpStream, log: &Mutex<Vec<Seen>>, delay: Duration) {
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-}
-
-fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// A scratch directory under the target directory.

@@ -5,8 +5,10 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 
+use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant as SInstant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
 
 /// Packets for smoltcp to receive (`rx`) and that it sent (`tx`), as raw IP.
 pub struct ClientPhy {
@@ -74,4 +76,30 @@ pub fn set_clock_ms(ms: u32) {
 /// smoltcp's TSval generator on the simulated clock.
 pub fn tsval() -> u32 {
     CLOCK_MS.with(Cell::get)
+}
+
+/// The client's interface: 169.254.0.2/16 and fd00:ec2::2/64, with default routes so that
+/// the metadata addresses (169.254.169.254, fd00:ec2::254) are reached through `phy`.
+pub fn client_interface(phy: &mut ClientPhy) -> Result<Interface, String> {
+    let mut iface = Interface::new(
+        Config::new(HardwareAddress::Ip),
+        phy,
+        SInstant::from_millis(0),
+    );
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::new(IpAddress::v4(169, 254, 0, 2), 16));
+        let _ = a.push(IpCidr::new(
+            IpAddress::Ipv6(Ipv6Address::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 2)),
+            64,
+        ));
+    });
+    iface
+        .routes_mut()
+        .add_default_ipv4_route(Ipv4Address::new(169, 254, 0, 1))
+        .map_err(|e| format!("{e:?}"))?;
+    iface
+        .routes_mut()
+        .add_default_ipv6_route(Ipv6Address::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 1))
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(iface)
 }
