@@ -827,6 +827,16 @@ impl Conn {
         }
     }
 
+    /// Emits a segment without payload (SYN-ACK, pure ACK, FIN, RST).
+    fn emit_control(
+        header: &SegmentHeader,
+        hdr: &mut [u8; MAX_HEADER_LEN],
+        counters: &mut Counters,
+        out: &mut dyn FnMut(Transmit<'_>),
+    ) {
+        Self::emit(header, &[], PartialSum::default(), hdr, counters, out);
+    }
+
     fn note_sent(&mut self, now: Instant, start: Seq, end: Seq, ctx: &mut Ctx<'_>) {
         if start < self.snd_max {
             ctx.counters.retransmissions += 1;
@@ -856,14 +866,7 @@ impl Conn {
         if self.rst_pending {
             self.rst_pending = false;
             let h = self.header(now, TcpFlags::RST | TcpFlags::ACK, self.snd_nxt, None, cfg);
-            Self::emit(
-                &h,
-                &[],
-                PartialSum::default(),
-                &mut scratch.header,
-                ctx.counters,
-                out,
-            );
+            Self::emit_control(&h, &mut scratch.header, ctx.counters, out);
             return;
         }
         if self.state == State::SynReceived {
@@ -875,14 +878,7 @@ impl Conn {
                     h.options.window_scale = Some(self.rcv_wscale);
                 }
                 self.note_sent(now, self.iss, self.iss.plus(1), ctx);
-                Self::emit(
-                    &h,
-                    &[],
-                    PartialSum::default(),
-                    &mut scratch.header,
-                    ctx.counters,
-                    out,
-                );
+                Self::emit_control(&h, &mut scratch.header, ctx.counters, out);
             }
             return;
         }
@@ -892,14 +888,7 @@ impl Conn {
         if self.ack_pending {
             self.ack_pending = false;
             let h = self.header(now, TcpFlags::ACK, self.snd_nxt, None, cfg);
-            Self::emit(
-                &h,
-                &[],
-                PartialSum::default(),
-                &mut scratch.header,
-                ctx.counters,
-                out,
-            );
+            Self::emit_control(&h, &mut scratch.header, ctx.counters, out);
         }
         // Arm the persist timer when the window is shut and nothing is in flight.
         if self.rto_at.is_none() && self.snd_nxt < self.data_end() && self.snd_una == self.snd_max {
@@ -959,14 +948,7 @@ impl Conn {
                 // window (the peer ACKs what it can).
                 let h = self.header(now, TcpFlags::FIN | TcpFlags::ACK, data_end, None, ctx.cfg);
                 self.note_sent(now, data_end, data_end.plus(1), ctx);
-                Self::emit(
-                    &h,
-                    &[],
-                    PartialSum::default(),
-                    &mut scratch.header,
-                    ctx.counters,
-                    out,
-                );
+                Self::emit_control(&h, &mut scratch.header, ctx.counters, out);
             }
             return;
         }
