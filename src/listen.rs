@@ -13,11 +13,21 @@
 //! connection: the task waits on the ticket (at most [`PARK_LIMIT`]) without reading further,
 //! then answers the buffer again. Other connections, being other tasks, are not held up.
 //!
+//! Limits ([`Admission`]): the kernel does the TCP here, so a SYN flood meets the kernel's
+//! listen backlog and its SYN cookies, not us. What `serve` bounds is what it holds: at most
+//! `maxConnections` connections in all (at the bound accepting pauses, so further clients
+//! wait in the kernel's backlog and are taken as soon as one closes; idle ones close after
+//! `idleTimeoutSecs`), and at most `maxConnectionsPerSource` from one address (beyond it an
+//! accepted connection is closed at once). A slowloris request is cut off by the header
+//! timeout, counted from its first byte. Each of these is counted in [`ListenCounters`].
+//!
 //! Invariants: a connection buffers at most one request's worth of bytes (head and body
 //! limits); the per-connection buffers are reused, so a static answer allocates nothing.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncWriteExt;
@@ -62,20 +72,141 @@ impl FrontDoor {
     }
 }
 
+/// What the kernel-socket doors shed and why. Field names are metric names.
+#[derive(Debug, Default)]
+pub struct ListenCounters {
+    /// Connections accepted and served.
+    pub connections_accepted: AtomicU64,
+    /// Times accepting paused because `maxConnections` were open.
+    pub accept_paused_at_limit: AtomicU64,
+    /// Connections closed at once because their source had `maxConnectionsPerSource`.
+    pub refused_per_source: AtomicU64,
+    /// Connections closed for an incomplete request past the header timeout.
+    pub header_timeouts: AtomicU64,
+    /// Connections closed for idleness.
+    pub idle_timeouts: AtomicU64,
+}
+
+impl ListenCounters {
+    /// The value of one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The connection bounds of a set of listeners (see the module docs), shared by all of them.
+#[derive(Debug)]
+pub struct Admission {
+    slots: Arc<tokio::sync::Semaphore>,
+    max_per_source: usize,
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    pub counters: ListenCounters,
+}
+
+impl Admission {
+    /// Bounds from `$.server` (taken at start: a reload does not resize them).
+    pub fn new(server: &crate::config::ServerConfig) -> Arc<Admission> {
+        Arc::new(Admission {
+            slots: Arc::new(tokio::sync::Semaphore::new(server.max_connections)),
+            max_per_source: server.max_connections_per_source,
+            per_source: Mutex::new(HashMap::new()),
+            counters: ListenCounters::default(),
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.with_sources(|m| m.values().sum())
+    }
+
+    fn with_sources<T>(&self, f: impl FnOnce(&mut HashMap<IpAddr, usize>) -> T) -> T {
+        match self.per_source.lock() {
+            Ok(mut g) => f(&mut g),
+            // Counts are whole after any panic: each update is one assignment.
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Counts a connection from `source`, or refuses it if the source is at its bound.
+    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<SourceGuard> {
+        let admitted = self.with_sources(|m| {
+            let n = m.entry(source).or_insert(0);
+            if *n >= self.max_per_source {
+                return false;
+            }
+            *n += 1;
+            true
+        });
+        if !admitted {
+            bump(&self.counters.refused_per_source);
+            return None;
+        }
+        Some(SourceGuard {
+            admission: Arc::clone(self),
+            source,
+        })
+    }
+}
+
+/// One admitted connection's place in the per-source count, given back on drop.
+struct SourceGuard {
+    admission: Arc<Admission>,
+    source: IpAddr,
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        self.admission.with_sources(|m| {
+            if let Some(n) = m.get_mut(&self.source) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.source);
+                }
+            }
+        });
+    }
+}
+
 /// Serves connections on `listener` as the metadata door until the task is dropped.
-pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
-    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
+pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, admission: Arc<Admission>) {
+    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata), admission).await
 }
 
 /// Serves connections on `listener` as `door` until the task is dropped.
-pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
+pub async fn serve_door(
+    listener: TcpListener,
+    cell: Arc<SnapshotCell>,
+    door: FrontDoor,
+    admission: Arc<Admission>,
+) {
     loop {
+        let slot = match Arc::clone(&admission.slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                bump(&admission.counters.accept_paused_at_limit);
+                match Arc::clone(&admission.slots).acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => return, // the semaphore is never closed
+                }
+            }
+        };
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(source) = admission.admit(peer.ip()) else {
+                    drop(stream);
+                    continue;
+                };
+                bump(&admission.counters.connections_accepted);
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
+                let admission = Arc::clone(&admission);
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, cell, door).await {
+                    let _held = (slot, source);
+                    if let Err(e) = connection(stream, peer, cell, door, &admission).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -94,6 +225,7 @@ async fn connection(
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
+    admission: &Admission,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -122,7 +254,13 @@ async fn connection(
                 None => tokio::time::Instant::now() + idle,
             };
             match tokio::time::timeout_at(deadline, stream.readable()).await {
-                Err(_) => return Ok(()),
+                Err(_) => {
+                    bump(match request_started {
+                        Some(_) => &admission.counters.header_timeouts,
+                        None => &admission.counters.idle_timeouts,
+                    });
+                    return Ok(());
+                }
                 Ok(r) => r?,
             }
             // Never hold more than one request's worth of bytes plus one read; the parser

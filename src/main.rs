@@ -344,10 +344,15 @@ fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Resu
         .context("cannot start the runtime")?;
     runtime.block_on(async {
         let listeners = imds_tun::listen::bind(listen).await?;
+        let admission = imds_tun::listen::Admission::new(&config.server);
         let mut bound = Vec::new();
         for l in listeners {
             bound.push(l.local_addr()?);
-            tokio::spawn(imds_tun::listen::serve(l, Arc::clone(&cell)));
+            tokio::spawn(imds_tun::listen::serve(
+                l,
+                Arc::clone(&cell),
+                Arc::clone(&admission),
+            ));
         }
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
         let doors = Doors::open(

@@ -1,4 +1,10 @@
-//! Settings shared by every front door: request bounds and connection timeouts.
+//! Settings shared by every front door: request bounds, connection limits and timeouts.
+//!
+//! Every limit has a safe default and is counted where it bites: `up`'s TCP table counts in
+//! [`crate::tcp::Counters`] (`half_open_recycled`, `idle_evicted`,
+//! `handshake_reset_table_full`, `syn_dropped_per_source`, `header_timeouts`,
+//! `idle_timeouts`, `time_wait_skipped`), `serve` in [`crate::listen::ListenCounters`]. What
+//! happens at each bound is documented in [`crate::tcp`]'s table and in [`crate::listen`].
 
 use serde::Deserialize;
 
@@ -19,11 +25,18 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// A request must arrive complete within this many seconds of its first byte.
     pub header_timeout_secs: u64,
-    /// Established connections held at once per engine thread (`up`); a SYN beyond it is
-    /// dropped and counted (the client retries), never an established connection.
+    /// Connections held at once: per engine thread under `up` (a handshake completing beyond
+    /// it evicts the connection idle longest), in all under `serve` (accepting pauses at it).
     pub max_connections: usize,
-    /// Half-open (SYN-RECEIVED) connections per engine thread (`up`); bounds a SYN flood.
+    /// Connections from one source address (per engine thread under `up`); beyond it a SYN is
+    /// dropped (`up`) or the accepted connection closed at once (`serve`).
+    pub max_connections_per_source: usize,
+    /// Half-open (SYN-RECEIVED) connections per engine thread (`up`); a SYN flood beyond it
+    /// recycles the oldest.
     pub max_half_open: usize,
+    /// TIME-WAIT entries per engine thread (`up`); beyond it a closing connection skips
+    /// TIME-WAIT.
+    pub max_time_wait: usize,
     /// Addresses routed to the TUN device besides 169.254.169.254 (`up` only), e.g.
     /// `fd00:ec2::254` for IMDS over IPv6. Each answers every enabled cloud on port 80.
     /// (169.254.170.2 is routed by `$.aws.containerCredentials.enabled` too, and there the
@@ -44,7 +57,11 @@ impl Default for ServerConfig {
             // 10,000 idle keep-alive clients fit with room to spare; the benchmark measures
             // what they cost (bench/README.md: peak RSS with 10,000 idle connections).
             max_connections: 16 * 1024,
+            // Under `up` every process of the host shares one source address: a quarter of
+            // the table bounds one container (or one runaway host) without hurting the rest.
+            max_connections_per_source: 4 * 1024,
             max_half_open: 1024,
+            max_time_wait: 4 * 1024,
         }
     }
 }
@@ -91,6 +108,15 @@ impl ServerConfig {
         }
         if !(1..=1 << 20).contains(&self.max_half_open) {
             problems.push(format!("{at}.maxHalfOpen"), "a number from 1 to 1048576");
+        }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_source) {
+            problems.push(
+                format!("{at}.maxConnectionsPerSource"),
+                "a number from 1 to maxConnections",
+            );
+        }
+        if self.max_time_wait > 1 << 20 {
+            problems.push(format!("{at}.maxTimeWait"), "a number up to 1048576");
         }
         if self.idle_timeout_secs == 0 {
             problems.push(

@@ -27,7 +27,7 @@ use crate::cloud::azure::legacy_msi::LEGACY_MSI_PATH;
 use crate::cloud::Door;
 use crate::config::doors::ECS_ADDRESS;
 use crate::config::Config;
-use crate::listen::{serve_door, FrontDoor};
+use crate::listen::{serve_door, Admission, FrontDoor};
 use crate::snapshot::{Keys, SnapshotCell};
 
 /// How often expired HIMDS key files are swept.
@@ -115,8 +115,15 @@ impl Doors {
             true => Some(bind("legacy MSI", az.legacy_msi.listen)?),
             false => None,
         };
+        // The doors share one set of connection bounds, apart from the metadata door's.
+        let admission = Admission::new(&config.server);
         let spawn = |l: tokio::net::TcpListener, door: FrontDoor| {
-            tokio::spawn(serve_door(l, Arc::clone(cell), door))
+            tokio::spawn(serve_door(
+                l,
+                Arc::clone(cell),
+                door,
+                Arc::clone(&admission),
+            ))
         };
         if let Some(l) = himds {
             let addr = l.local_addr().unwrap_or(az.himds.listen);

@@ -17,10 +17,16 @@ pub struct TcpConfig {
     pub mtu: u16,
     /// Receive buffer per connection (bytes): also the largest window we advertise.
     pub recv_buffer: usize,
-    /// Connections in SYN-RECEIVED at once; further SYNs are dropped and counted.
+    /// Connections in SYN-RECEIVED at once; a SYN beyond it recycles the oldest half-open
+    /// connection (RFC 4987 3.4; see the table's docs for why not SYN cookies).
     pub max_half_open: usize,
-    /// Synchronized connections (all states but SYN-RECEIVED and TIME-WAIT) at once.
+    /// Synchronized connections (all states but SYN-RECEIVED and TIME-WAIT) at once; a
+    /// handshake completing beyond it evicts the oldest idle connection, or is reset if none is
+    /// idle.
     pub max_established: usize,
+    /// Half-open and synchronized connections (TIME-WAIT excluded) from one source address;
+    /// a SYN beyond it is dropped and counted.
+    pub max_per_source: usize,
     /// TIME-WAIT entries kept at once; beyond it a connection closes straight to CLOSED.
     pub max_time_wait: usize,
     /// RFC 6298 2.1 says 1 s; we use the minimum RTO, 200 ms, because the peer is on this host
@@ -57,6 +63,7 @@ impl Default for TcpConfig {
             recv_buffer: 64 * 1024,
             max_half_open: 1024,
             max_established: 4096,
+            max_per_source: 1024,
             max_time_wait: 4096,
             initial_rto: Duration::from_millis(200),
             min_rto: Duration::from_millis(200),

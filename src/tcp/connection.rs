@@ -258,6 +258,13 @@ impl Conn {
             .min()
     }
 
+    /// Since when an established connection has been idle: no request bytes waiting, nothing
+    /// queued to send, in ESTABLISHED. `None` for a connection doing anything at all.
+    pub fn idle_since(&self) -> Option<Instant> {
+        (self.state == State::Established && self.rcv_buf.is_empty() && self.queued == 0)
+            .then_some(self.last_activity)
+    }
+
     /// True once the connection can leave the table (nothing left to send either).
     pub fn is_finished(&self) -> bool {
         self.state == State::Closed && !self.rst_pending && !self.ack_pending

@@ -11,10 +11,17 @@ pub struct Counters {
     pub connections_established: u64,
     /// Connections that left the table (any reason).
     pub connections_closed: u64,
-    /// SYNs dropped because the half-open table was full.
-    pub syn_dropped_half_open_full: u64,
-    /// SYNs dropped because the established table was full.
-    pub syn_dropped_table_full: u64,
+    /// Half-open connections recycled (dropped silently) to make room for a new SYN because
+    /// the half-open table was full (a SYN flood, RFC 4987 3.4).
+    pub half_open_recycled: u64,
+    /// Idle established connections reset to make room for a completing handshake because
+    /// the established table was full.
+    pub idle_evicted: u64,
+    /// Handshakes reset on completion because the established table was full and no
+    /// connection was idle.
+    pub handshake_reset_table_full: u64,
+    /// SYNs dropped because their source already had `max_per_source` connections.
+    pub syn_dropped_per_source: u64,
     /// Resets sent for segments to an endpoint that does not listen.
     pub rst_sent_no_listener: u64,
     /// Resets sent for non-SYN segments to a listening endpoint with no connection.

@@ -7,8 +7,44 @@
 //! only touched connections are visited.
 //!
 //! Invariants: `by_tuple` maps exactly the occupied slots; the class counts (`half_open`,
-//! `established`, `time_wait`) match the states of the occupied slots; a [`ConnId`] names one
-//! incarnation of a slot (its generation), so a stale id never reaches a newer connection.
+//! `established`, `time_wait`) match the states of the occupied slots, and `per_source` counts
+//! the half-open and established ones by source address; a [`ConnId`] names one incarnation of
+//! a slot (its generation), so a stale id never reaches a newer connection.
+//!
+//! # Floods and limits: what happens at each bound
+//!
+//! - **Half-open full (a SYN flood): the oldest half-open connection is recycled** (RFC 4987
+//!   3.4, "Recycling the Oldest Half-Open TCB"): dropped silently, and the new SYN gets its
+//!   entry. Memory stays at `max_half_open` entries whatever the flood's size. RFC 4987 names
+//!   the weakness: it fails "when the attacking segment rate is high enough that legitimate
+//!   connections never get to complete before being recycled". Here the legitimate peer is
+//!   the kernel of this very host, whose ACK follows our SYN-ACK within one pass of the engine
+//!   loop; between a client's SYN and its ACK at most a TUN queue's worth of flood SYNs can
+//!   arrive (txqueuelen 500, read in batches of [`crate::engine::BATCH`]), fewer than the
+//!   1024 half-open entries, so a client on this host always completes. We chose this over SYN
+//!   cookies (RFC 4987 3.6) because cookies lose what the SYN negotiated unless it is squeezed
+//!   into the cookie and the timestamp (Linux keeps 3 bits of MSS and puts window scale and
+//!   SACK into the low bits of TSval, and without timestamps the connection runs unscaled),
+//!   add a keyed hash on every bare ACK, and buy nothing a local peer needs. A recycled
+//!   client (only possible from far away, e.g. a container behind a slow bridge) sees its
+//!   ACK answered with RST and reconnects.
+//! - **Established full: the oldest idle connection is evicted** (reset): when a handshake
+//!   completes with `max_established` synchronized connections, the one idle longest (in
+//!   ESTABLISHED with no request bytes waiting and nothing to send) is reset to make room,
+//!   and counted `idle_evicted`. A new client always gets in while anyone merely holds a
+//!   keep-alive connection; HTTP clients treat a reset idle keep-alive connection as closed
+//!   and reconnect. Only when no connection is idle (every one mid-request) is the new
+//!   connection reset instead (`handshake_reset_table_full`). Finding the victim is a scan of
+//!   the table, paid only by handshakes that complete at the limit, i.e. by peers that really
+//!   hold connections (a spoofed SYN never completes one).
+//! - **Per source: a SYN from an address with `max_per_source` connections is dropped**
+//!   (`syn_dropped_per_source`); the client retries the SYN, by then usually below the bound.
+//!   Under `up` every process of the host shares one source address, so the default is a
+//!   quarter of the table: it bounds one container (its own address) or one runaway host.
+//! - **Slowloris** (a request trickled a byte at a time): the header timeout, counted from a
+//!   request's first byte, closes it; its entries count against `max_per_source` and the
+//!   idle-eviction policy never picks a connection with request bytes waiting, so trickling
+//!   connections cannot push out idle ones faster than they time out.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -82,6 +118,11 @@ pub struct ConnTable<A = ()> {
     half_open: usize,
     established: usize,
     time_wait: usize,
+    /// Half-open and established connections by source address (`max_per_source`).
+    per_source: HashMap<IpAddr, u32>,
+    /// Half-open connections in arrival order (slot, generation), for recycling the oldest;
+    /// entries of connections that since completed or left are skipped and compacted away.
+    half_open_order: VecDeque<(u32, u32)>,
     scratch: Scratch,
 }
 
@@ -102,6 +143,8 @@ impl<A: Default> ConnTable<A> {
             half_open: 0,
             established: 0,
             time_wait: 0,
+            per_source: HashMap::new(),
+            half_open_order: VecDeque::new(),
             scratch: Scratch {
                 header: [0; MAX_HEADER_LEN],
                 payload: Vec::new(),
@@ -236,18 +279,19 @@ impl<A: Default> ConnTable<A> {
         if !is_unicast(h.src.ip()) {
             return None;
         }
-        if self.half_open >= self.cfg.max_half_open {
-            self.counters.syn_dropped_half_open_full += 1;
+        let from_source = self.per_source.get(&h.src.ip()).copied().unwrap_or(0);
+        if from_source as usize >= self.cfg.max_per_source {
+            self.counters.syn_dropped_per_source += 1;
             return None;
         }
-        if self.established >= self.cfg.max_established {
-            self.counters.syn_dropped_table_full += 1;
-            return None;
+        if self.half_open >= self.cfg.max_half_open {
+            self.recycle_oldest_half_open();
         }
         // Data on a SYN is not accepted (no TCP Fast Open); the peer retransmits it.
         let (iss, ts_offset) = self.isn.generate(h.dst, h.src, now);
         let conn = Conn::new_syn(h, iss, ts_offset, now, &self.cfg);
-        self.insert(conn);
+        let slot = self.insert(conn);
+        self.remember_half_open(slot);
         self.counters.connections_accepted += 1;
         None
     }
@@ -375,26 +419,35 @@ impl<A: Default> ConnTable<A> {
         };
         let r = f(&mut e.conn, &mut ctx);
         let mut after = class(e.conn.state);
-        if after != before {
-            if after == Class::TimeWait && self.time_wait >= self.cfg.max_time_wait {
-                // Bounded TIME-WAIT: see the module docs of `tcp` for why this is safe enough.
-                e.conn.skip_time_wait();
-                self.counters.time_wait_skipped += 1;
-                after = Class::Closed;
-            }
-            if before == Class::HalfOpen
-                && after == Class::Established
-                && self.established >= self.cfg.max_established
-            {
-                e.conn.abort(&mut self.counters);
-                after = Class::Closed;
-            }
+        if after == Class::TimeWait
+            && before != Class::TimeWait
+            && self.time_wait >= self.cfg.max_time_wait
+        {
+            // Bounded TIME-WAIT: see the module docs of `tcp` for why this is safe enough.
+            e.conn.skip_time_wait();
+            self.counters.time_wait_skipped += 1;
+            after = Class::Closed;
         }
+        let over_limit = before == Class::HalfOpen
+            && after == Class::Established
+            && self.established >= self.cfg.max_established;
+        if over_limit && !self.evict_oldest_idle(slot) {
+            let Some(Slot { entry: Some(e), .. }) = self.slots.get_mut(slot as usize) else {
+                return Some(r);
+            };
+            e.conn.abort(&mut self.counters);
+            self.counters.handshake_reset_table_full += 1;
+            after = Class::Closed;
+        }
+        let Some(Slot { entry: Some(e), .. }) = self.slots.get_mut(slot as usize) else {
+            return Some(r);
+        };
         let newly_dirty = !e.conn.dirty;
         e.conn.dirty = true;
+        let source = e.conn.remote.ip();
         if after != before {
-            self.count(before, -1);
-            self.count(after, 1);
+            self.count(before, source, -1);
+            self.count(after, source, 1);
         }
         if newly_dirty {
             self.dirty.push(slot);
@@ -403,7 +456,7 @@ impl<A: Default> ConnTable<A> {
         Some(r)
     }
 
-    fn count(&mut self, c: Class, delta: isize) {
+    fn count(&mut self, c: Class, source: IpAddr, delta: isize) {
         let n = match c {
             Class::HalfOpen => &mut self.half_open,
             Class::Established => &mut self.established,
@@ -411,6 +464,66 @@ impl<A: Default> ConnTable<A> {
             Class::Closed => return,
         };
         *n = n.saturating_add_signed(delta);
+        if matches!(c, Class::HalfOpen | Class::Established) {
+            let from = self.per_source.entry(source).or_insert(0);
+            *from = from.saturating_add_signed(delta as i32);
+            if *from == 0 {
+                self.per_source.remove(&source);
+            }
+        }
+    }
+
+    /// Drops the oldest half-open connection (RFC 4987 3.4; see the module docs).
+    fn recycle_oldest_half_open(&mut self) {
+        while let Some((slot, generation)) = self.half_open_order.pop_front() {
+            let half_open = self.slots.get(slot as usize).is_some_and(|s| {
+                s.generation == generation
+                    && s.entry
+                        .as_ref()
+                        .is_some_and(|e| e.conn.state == State::SynReceived)
+            });
+            if half_open {
+                self.remove(slot);
+                self.counters.half_open_recycled += 1;
+                return;
+            }
+        }
+    }
+
+    /// Notes a new half-open connection; forgets entries that are no longer half-open once
+    /// they outnumber the live ones, so the queue stays within twice the half-open bound.
+    fn remember_half_open(&mut self, slot: u32) {
+        let generation = self.slots.get(slot as usize).map_or(0, |s| s.generation);
+        self.half_open_order.push_back((slot, generation));
+        if self.half_open_order.len() > 2 * self.cfg.max_half_open + 16 {
+            let slots = &self.slots;
+            self.half_open_order.retain(|&(slot, generation)| {
+                slots.get(slot as usize).is_some_and(|s| {
+                    s.generation == generation
+                        && s.entry
+                            .as_ref()
+                            .is_some_and(|e| e.conn.state == State::SynReceived)
+                })
+            });
+        }
+    }
+
+    /// Resets the connection idle longest, other than `except`, to make room (see the module
+    /// docs); false if none is idle.
+    fn evict_oldest_idle(&mut self, except: u32) -> bool {
+        let victim = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i as u32 != except)
+            .filter_map(|(i, s)| Some((s.entry.as_ref()?.conn.idle_since()?, i as u32)))
+            .min();
+        let Some((_, victim)) = victim else {
+            return false;
+        };
+        self.update(victim, |c, ctx| c.abort(ctx.counters));
+        self.counters.idle_evicted += 1;
+        true
     }
 
     fn reschedule(&mut self, slot: u32) {
@@ -426,9 +539,10 @@ impl<A: Default> ConnTable<A> {
         }
     }
 
-    fn insert(&mut self, conn: Conn) {
+    fn insert(&mut self, conn: Conn) -> u32 {
         let key = (conn.local, conn.remote);
         let cls = class(conn.state);
+        let source = conn.remote.ip();
         let entry = Entry {
             conn,
             app: A::default(),
@@ -447,12 +561,13 @@ impl<A: Default> ConnTable<A> {
             }
         };
         self.by_tuple.insert(key, slot);
-        self.count(cls, 1);
+        self.count(cls, source, 1);
         if let Some(e) = self.slots[slot as usize].entry.as_mut() {
             e.conn.dirty = true;
             self.dirty.push(slot);
         }
         self.reschedule(slot);
+        slot
     }
 
     fn remove(&mut self, slot: u32) {
@@ -463,7 +578,7 @@ impl<A: Default> ConnTable<A> {
         s.generation = s.generation.wrapping_add(1);
         self.by_tuple.remove(&(e.conn.local, e.conn.remote));
         self.free.push(slot);
-        self.count(class(e.conn.state), -1);
+        self.count(class(e.conn.state), e.conn.remote.ip(), -1);
         self.counters.connections_closed += 1;
     }
 

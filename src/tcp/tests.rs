@@ -1043,33 +1043,110 @@ fn first_request_after_lossy_handshake_is_answered() {
     assert_eq!(t.counters().idle_timeouts, 0);
 }
 
-#[test]
-fn table_full_drops_syns() {
-    let mut cfg = config();
-    cfg.max_half_open = 2;
-    cfg.max_established = 3;
-    let mut t = ConnTable::new(cfg, [1; 16]);
-    let client = |port: u16| -> SocketAddr { SocketAddr::new(remote().ip(), port) };
-    for p in 1..=3 {
-        let mut c = C::new(SYN, 1, 0);
-        c.src = client(p);
-        send(&mut t, ms(0), &c);
-    }
-    assert_eq!(recv(&mut t, ms(0)).len(), 2);
-    assert_eq!(t.counters().syn_dropped_half_open_full, 1);
-    assert_eq!(t.class_counts(), (2, 0, 0));
+/// A handshake from `src` at `now`: returns what the table sent after the client's ACK
+/// (nothing when it completed; a RST when the table refused it) and the SYN-ACK's sequence.
+fn handshake(t: &mut ConnTable, now: Instant, src: SocketAddr) -> (Vec<Out>, u32) {
+    let mut syn = C::new(SYN, CLIENT_ISN, 0);
+    syn.src = src;
+    send(t, now, &syn);
+    let sa = recv_one(t, now);
+    assert_eq!(sa.flags, SYN | ACK);
+    (complete(t, now, src, sa.seq), sa.seq)
+}
+
+/// The client's ACK of a SYN-ACK with sequence `iss`; what the table sent back.
+fn complete(t: &mut ConnTable, now: Instant, src: SocketAddr, iss: u32) -> Vec<Out> {
+    let mut ack = C::new(ACK, CLIENT_ISN + 1, iss.wrapping_add(1));
+    ack.src = src;
+    send(t, now, &ack);
+    recv(t, now)
+}
+
+fn from_port(port: u16) -> SocketAddr {
+    SocketAddr::new(remote().ip(), port)
 }
 
 #[test]
-fn established_limit() {
+fn half_open_full_recycles_the_oldest() {
     let mut cfg = config();
-    cfg.max_established = 1;
-    let (mut t, _, _) = established_with(cfg, TcpOptions::default());
-    let mut c = C::new(SYN, 1, 0);
-    c.src = SocketAddr::new(remote().ip(), 1);
-    send(&mut t, ms(5), &c);
-    recv_nothing(&mut t, ms(5));
-    assert_eq!(t.counters().syn_dropped_table_full, 1);
+    cfg.max_half_open = 2;
+    let mut t = ConnTable::new(cfg, [1; 16]);
+    let mut iss = Vec::new();
+    for p in 1..=3 {
+        let mut c = C::new(SYN, CLIENT_ISN, 0);
+        c.src = from_port(p);
+        send(&mut t, ms(p.into()), &c);
+        iss.push(recv_one(&mut t, ms(p.into())).seq);
+    }
+    assert_eq!(t.counters().half_open_recycled, 1);
+    assert_eq!(t.class_counts(), (2, 0, 0));
+    // The oldest (port 1) is gone: its ACK meets a reset; the newest completes.
+    let refused = complete(&mut t, ms(5), from_port(1), iss[0]);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].flags, RST);
+    assert!(complete(&mut t, ms(5), from_port(3), iss[2]).is_empty());
+    assert_eq!(t.class_counts(), (1, 1, 0));
+    // A flood many times the bound leaves exactly the bound in memory.
+    for p in 100..10_100u16 {
+        let mut c = C::new(SYN, CLIENT_ISN, 0);
+        c.src = from_port(p);
+        send(&mut t, ms(6), &c);
+    }
+    recv(&mut t, ms(6));
+    assert_eq!(t.class_counts(), (2, 1, 0));
+    assert_eq!(t.len(), 3);
+    assert!(t.timer_entries() < 64, "timers: {}", t.timer_entries());
+}
+
+#[test]
+fn established_full_evicts_the_oldest_idle() {
+    let mut cfg = config();
+    cfg.max_established = 2;
+    let mut t = ConnTable::new(cfg, [1; 16]);
+    assert!(handshake(&mut t, ms(0), from_port(1)).0.is_empty());
+    let (out, iss2) = handshake(&mut t, ms(10), from_port(2));
+    assert!(out.is_empty());
+    // A third: port 1, idle longest, is reset to make room.
+    let (out, iss3) = handshake(&mut t, ms(20), from_port(3));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].flags, RST | ACK);
+    assert_eq!(t.counters().idle_evicted, 1);
+    assert!(t.lookup(local(), from_port(1)).is_none());
+    assert!(t.lookup(local(), from_port(3)).is_some());
+    assert_eq!(t.class_counts(), (0, 2, 0));
+    // Both mid-request (bytes waiting): nobody is idle, so the newcomer is reset instead.
+    for (p, iss) in [(2, iss2), (3, iss3)] {
+        let mut c = C::new(ACK | PSH, CLIENT_ISN + 1, iss.wrapping_add(1)).data(b"GET / HT");
+        c.src = from_port(p);
+        send(&mut t, ms(30), &c);
+    }
+    recv(&mut t, ms(30));
+    let (out, _) = handshake(&mut t, ms(40), from_port(4));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].flags, RST | ACK);
+    assert_eq!(t.counters().handshake_reset_table_full, 1);
+    assert_eq!(t.counters().idle_evicted, 1);
+    assert_eq!(t.class_counts(), (0, 2, 0));
+}
+
+#[test]
+fn per_source_limit_drops_syns() {
+    let mut cfg = config();
+    cfg.max_per_source = 2;
+    let mut t = ConnTable::new(cfg, [1; 16]);
+    assert!(handshake(&mut t, ms(0), from_port(1)).0.is_empty());
+    let mut c = C::new(SYN, CLIENT_ISN, 0);
+    c.src = from_port(2);
+    send(&mut t, ms(1), &c);
+    assert_eq!(recv(&mut t, ms(1)).len(), 1);
+    c.src = from_port(3);
+    send(&mut t, ms(2), &c);
+    recv_nothing(&mut t, ms(2));
+    assert_eq!(t.counters().syn_dropped_per_source, 1);
+    // Another address is not affected.
+    c.src = "169.254.0.3:1".parse().expect("addr");
+    send(&mut t, ms(3), &c);
+    assert_eq!(recv(&mut t, ms(3)).len(), 1);
 }
 
 #[test]

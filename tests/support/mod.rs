@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 pub mod netns;
+pub mod scripted_net;
 pub mod smoltcp_phy;
 pub mod up;
 
