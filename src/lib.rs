@@ -21,6 +21,7 @@
 //! engine/    the packet loop that joins device, wire, tcp, http and the snapshot
 //! listen     the kernel-socket front door (`serve --listen`)
 //! pending    parked requests: tickets on work off the packet path, and waking the front door
+//! reload     one reload for every trigger (SIGHUP, the watched file, control), and the watcher
 //! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
 //!            App Service, legacy VM extension
 //! ```
@@ -41,6 +42,7 @@ pub mod http;
 pub mod identity;
 pub mod listen;
 pub mod pending;
+pub mod reload;
 pub mod snapshot;
 pub mod tcp;
 pub mod wire;

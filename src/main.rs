@@ -13,6 +13,7 @@ use imds_tun::device::Paths;
 use imds_tun::doors::Doors;
 use imds_tun::engine::up::{self, FaultSpec, UpOptions};
 use imds_tun::identity::{IdentityKeys, Leaf};
+use imds_tun::reload::{self, Reloader};
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
 
 #[derive(Parser)]
@@ -174,10 +175,12 @@ struct DoorArgs {
 }
 
 impl DoorArgs {
-    fn apply(&self, cfg: &mut Config) {
-        cfg.azure.himds.enabled |= self.himds;
-        cfg.azure.app_service.enabled |= self.app_service;
-        cfg.azure.legacy_msi.enabled |= self.legacy_msi;
+    fn overrides(&self) -> config::Overrides {
+        config::Overrides {
+            himds: self.himds,
+            app_service: self.app_service,
+            legacy_msi: self.legacy_msi,
+        }
     }
 }
 
@@ -261,6 +264,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 fault: fault.map(|f| f.0),
                 paths: paths.paths(),
                 config_file: config,
+                overrides: doors.overrides(),
             };
             up::run(snapshot, keys, opts)?;
             Ok(ExitCode::SUCCESS)
@@ -277,7 +281,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             keys,
         } => {
             let (snapshot, keys) = prepare(config.as_ref(), &doors, &keys)?;
-            serve(snapshot, &keys, &listen)
+            serve(snapshot, keys, &listen, config, doors.overrides())
         }
         Command::Jwks { config, keys } => {
             let (cfg, _) = load(config.as_ref())?;
@@ -314,7 +318,7 @@ fn prepare(
     key_args: &KeyArgs,
 ) -> anyhow::Result<(Snapshot, Keys)> {
     let (mut cfg, source) = load(config)?;
-    doors.apply(&mut cfg);
+    doors.overrides().apply(&mut cfg);
     let keys = Keys::new(key_args.open(&cfg)?)?;
     let snapshot = Snapshot::build(cfg, &keys, &source)?;
     Ok((snapshot, keys))
@@ -334,10 +338,20 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<(Config, String)> {
     }
 }
 
-fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Result<ExitCode> {
+fn serve(
+    snapshot: Snapshot,
+    keys: Keys,
+    listen: &[SocketAddr],
+    config_file: Option<PathBuf>,
+    overrides: config::Overrides,
+) -> anyhow::Result<ExitCode> {
     let clouds = up::clouds(&snapshot.config);
     let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
+    let reloader = Reloader::new(Arc::clone(&cell), keys.clone(), config_file, overrides);
+    if let Err(e) = reload::watch(Arc::clone(&reloader)) {
+        tracing::warn!("cannot watch the configuration file (SIGHUP still reloads): {e}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -357,7 +371,7 @@ fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Resu
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
         let doors = Doors::open(
             &config,
-            keys,
+            &keys,
             &cell,
             &tokio::runtime::Handle::current(),
             None,
@@ -368,7 +382,7 @@ fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Resu
         for line in doors.env_lines() {
             let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
         }
-        let result = wait_for_shutdown().await;
+        let result = wait_for_shutdown(&reloader).await;
         for line in doors.close() {
             tracing::info!("undone: {line}");
         }
@@ -377,15 +391,23 @@ fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Resu
     })
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads the configuration meanwhile (off the
+/// runtime's threads: a reload renders a whole snapshot).
+async fn wait_for_shutdown(reloader: &Arc<Reloader>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let r = Arc::clone(reloader);
+                let _ = tokio::task::spawn_blocking(move || r.reload("SIGHUP")).await;
+            }
+        }
     }
-    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -65,14 +65,34 @@ pub fn process_env(name: &str) -> Option<String> {
 
 /// Reads and loads `path`.
 pub fn load_file(path: &std::path::Path, env: Env<'_>) -> Result<Config, ConfigErrors> {
-    let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&text, &file, env),
-        Err(e) => Err(ConfigErrors(vec![ConfigError {
-            file,
+    load_str(&read_file(path)?, &path.display().to_string(), env)
+}
+
+/// The text of `path`, or the error [`load_file`] reports when it cannot be read.
+pub fn read_file(path: &std::path::Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.display().to_string(),
             path: "$".into(),
             expected: format!("a readable JSON file ({e})"),
-        }])),
+        }])
+    })
+}
+
+/// What the command line turns on over the file (the token doors' flags); applied again on
+/// every reload so that a reload never turns off what the command line asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub himds: bool,
+    pub app_service: bool,
+    pub legacy_msi: bool,
+}
+
+impl Overrides {
+    pub fn apply(&self, cfg: &mut Config) {
+        cfg.azure.himds.enabled |= self.himds;
+        cfg.azure.app_service.enabled |= self.app_service;
+        cfg.azure.legacy_msi.enabled |= self.legacy_msi;
     }
 }
 

@@ -3,9 +3,10 @@
 //! Contract: [`run`] returns after SIGINT or SIGTERM (or an engine failure) with everything
 //! it changed on the host undone ([`crate::device::HostGuard::teardown`]); if the process is
 //! killed instead, `imds-tun down` or the next `up` undoes it from the record. It prints one
-//! line when the metadata address answers. SIGHUP reloads the configuration file: the new
-//! one is validated and rendered in full before it replaces the snapshot, and an invalid one
-//! leaves the running snapshot in place.
+//! line when the metadata address answers. SIGHUP, and any change to the configuration file
+//! (watched), reload it through [`crate::reload::Reloader`]: the new one is validated and
+//! rendered in full before it replaces the snapshot, and an invalid one leaves the running
+//! snapshot in place.
 //!
 //! The token doors on kernel sockets (HIMDS, App Service, legacy MSI; [`crate::doors`]) run
 //! beside the engine threads on a small runtime; their env lines follow the ready line and what
@@ -27,6 +28,7 @@ use super::Engine;
 use crate::config::{self, Config};
 use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
 use crate::doors::{DoorError, Doors};
+use crate::reload::{self, Reloader};
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use crate::tcp::TcpConfig;
 
@@ -46,8 +48,11 @@ pub struct UpOptions {
     pub fault: Option<FaultConfig>,
     /// State directory and hosts file.
     pub paths: Paths,
-    /// The configuration file, re-read on SIGHUP; `None` for the embedded default.
+    /// The configuration file, re-read on SIGHUP and when it changes; `None` for the
+    /// embedded default.
     pub config_file: Option<PathBuf>,
+    /// What the command line turns on over the file, kept across reloads.
+    pub overrides: config::Overrides,
 }
 
 /// Why `up` failed.
@@ -184,8 +189,17 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         }
     }
 
+    let reloader = Reloader::new(
+        Arc::clone(&cell),
+        keys.clone(),
+        opts.config_file.clone(),
+        opts.overrides,
+    );
+    if let Err(e) = reload::watch(Arc::clone(&reloader)) {
+        tracing::warn!("cannot watch the configuration file (SIGHUP still reloads): {e}");
+    }
     while signals.wait()? == Signal::SIGHUP {
-        reload(&cell, &opts, &keys);
+        let _ = reloader.reload("SIGHUP");
     }
 
     stop.raise();
@@ -277,26 +291,6 @@ fn tcp_config(config: &Config, routes: &[IpAddr]) -> TcpConfig {
         max_half_open: config.server.max_half_open,
         max_time_wait: config.server.max_time_wait,
         ..TcpConfig::default()
-    }
-}
-
-/// Re-reads the configuration file and swaps the snapshot, or keeps the old one and says why.
-fn reload(cell: &SnapshotCell, opts: &UpOptions, keys: &Keys) {
-    let Some(path) = &opts.config_file else {
-        tracing::info!("SIGHUP: running on the embedded default; nothing to reload");
-        return;
-    };
-    let source = path.display().to_string();
-    let result = config::load_file(path, &config::process_env)
-        .and_then(|c| Snapshot::build(c, keys, &source));
-    match result {
-        Ok(s) => {
-            cell.replace(s);
-            tracing::info!("reloaded {source}");
-        }
-        Err(e) => tracing::error!(
-            "reload of {source} failed, still serving the previous configuration:\n{e}"
-        ),
     }
 }
 

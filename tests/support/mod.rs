@@ -70,15 +70,26 @@ pub struct Server {
 impl Server {
     /// Starts the server with `config` (or the embedded default) and waits for its ready line.
     pub fn start(config: Option<&Path>) -> Server {
+        Server::start_with(config, &[], Stdio::inherit())
+    }
+
+    /// [`Server::start`] with more arguments and its standard error (the log) going to `log`.
+    pub fn start_logged(config: Option<&Path>, args: &[&str], log: &Path) -> Server {
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        Server::start_with(config, args, Stdio::from(file))
+    }
+
+    fn start_with(config: Option<&Path>, args: &[&str], stderr: Stdio) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imds-tun"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--key-dir"])
-            .arg(key_dir());
+            .arg(key_dir())
+            .args(args);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start imds-tun: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
@@ -95,6 +106,18 @@ impl Server {
             .filter(|a| a.starts_with("127.0.0.1:"))
             .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
         Server { child, addr }
+    }
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with the pid of our own child.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
     }
 }
 

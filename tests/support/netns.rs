@@ -189,6 +189,32 @@ impl TestHost {
         }
     }
 
+    /// Runs `f` on a thread that has joined this host's network namespace, so that sockets
+    /// it opens live there (they stay there when handed back to the caller's thread).
+    pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                    // SAFETY: setns(2) with a namespace descriptor we own; it changes only
+                    // this thread's network namespace.
+                    let rc = unsafe {
+                        libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET)
+                    };
+                    assert_eq!(
+                        rc,
+                        0,
+                        "setns into {path}: {}",
+                        std::io::Error::last_os_error()
+                    );
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
     /// The scratch directory of this host (state and lock files can go here).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -26,9 +26,30 @@ impl Up {
     /// the test needs), waiting for the ready line and `extra_lines` more lines.
     pub fn start_in<S: AsRef<OsStr>>(
         host: &TestHost,
+        command: Command,
+        args: impl IntoIterator<Item = S>,
+        extra_lines: usize,
+    ) -> Up {
+        Up::start_with(host, command, args, extra_lines, Stdio::inherit())
+    }
+
+    /// [`Up::start`] with its standard error (the log) going to `log`.
+    pub fn start_logged<S: AsRef<OsStr>>(
+        host: &TestHost,
+        args: impl IntoIterator<Item = S>,
+        log: &std::path::Path,
+    ) -> Up {
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let command = host.command(env!("CARGO_BIN_EXE_imds-tun"));
+        Up::start_with(host, command, args, 0, Stdio::from(file))
+    }
+
+    fn start_with<S: AsRef<OsStr>>(
+        host: &TestHost,
         mut command: Command,
         args: impl IntoIterator<Item = S>,
         extra_lines: usize,
+        stderr: Stdio,
     ) -> Up {
         let mut child = command
             .arg("up")
@@ -38,7 +59,7 @@ impl Up {
             .arg(host.dir().join("keys"))
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start imds-tun up: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
