@@ -34,6 +34,7 @@ fn static_request(c: &mut Criterion) {
     let snapshot = Snapshot::build(cfg, &Keys::fixed(1), "bench").unwrap_or_else(|e| panic!("{e}"));
     let limits = snapshot.config.server.limits();
     let ctx = RequestContext {
+        callers: None,
         now: SystemTime::now(),
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),

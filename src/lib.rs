@@ -8,6 +8,8 @@
 //! # Map
 //!
 //! ```text
+//! caller/    the caller policy: a connection's process (sock_diag, /proc), looked up off the
+//!            packet path, and who may get tokens
 //! config/    JSON schema (serde), loading, validation with JSON-path errors, embedded default
 //! cloud/     azure, gce, aws: configuration -> pre-serialised routes and per-request rules
 //! http/      incremental, bounded request parsing; response framing; the exchange loop
@@ -33,6 +35,7 @@
 //! Everything that can be rendered ahead of time is rendered into the [`snapshot::Snapshot`]
 //! once per configuration load; answering a static request is a lookup and a reference.
 
+pub mod caller;
 pub mod cloud;
 pub mod config;
 pub mod device;

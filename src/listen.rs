@@ -33,6 +33,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::caller::{CallerLookup, Callers};
 use crate::cloud::{Door, RequestContext};
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
@@ -247,6 +248,8 @@ async fn connection(
     let mut rerun = false;
     // Created on the first parked request only (the common path never parks).
     let mut wakeup: Option<Arc<tokio::sync::Notify>> = None;
+    // Who the peer is, looked up once if a caller policy asks (`crate::caller`).
+    let caller = CallerLookup::default();
     loop {
         if !std::mem::take(&mut rerun) {
             let deadline = match request_started {
@@ -284,6 +287,7 @@ async fn connection(
             peer,
             local,
             door: door.door(),
+            callers: Callers::new(&snapshot.config.callers, &caller),
         };
         let progress = match &door {
             FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use crate::caller::Decision;
 use crate::cloud::aws::Aws;
 use crate::cloud::azure::himds::{HimdsAnswer, KeyRing, KEY_ENTROPY};
 use crate::cloud::azure::Azure;
@@ -77,6 +78,9 @@ pub struct Snapshot {
     ca: Prebuilt,
     /// A HIMDS token request asked without the door's key ring.
     no_key_ring: Prebuilt,
+    /// Metadata refused by the caller policy, Azure's and EC2's shapes.
+    azure_denied: Prebuilt,
+    aws_denied: Prebuilt,
 }
 
 impl Snapshot {
@@ -127,6 +131,13 @@ impl Snapshot {
                 .header("Content-Type", "text/plain; charset=utf-8")
                 .body("HIMDS token requests need the HIMDS door's key ring\n")
                 .prebuild(),
+            azure_denied: Response::new(403)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .body(
+                    "{\"error\":\"Forbidden. The caller is not allowed to read metadata on this machine\"}",
+                )
+                .prebuild(),
+            aws_denied: crate::cloud::aws::answers::Errors::render().forbidden_pre,
         })
     }
 
@@ -188,6 +199,19 @@ impl Snapshot {
 
     /// Answers a request at 169.254.169.254 (or a `serve --listen` address).
     fn respond_metadata<'s>(&'s self, req: &Request<'_>, ctx: &RequestContext) -> Reply<'s> {
+        match ctx.asker().metadata() {
+            Decision::Open | Decision::Allowed(_) => {}
+            Decision::Pending(ticket) => return Reply::Pending(ticket),
+            Decision::Denied(caller) => {
+                tracing::info!(
+                    decision = "deny",
+                    caller = %ctx.peer,
+                    "caller policy: metadata {} refused to {caller}",
+                    req.path
+                );
+                return self.metadata_denied(req);
+            }
+        }
         match owner(req.path) {
             Owner::Azure => match &self.azure {
                 Some(azure) => azure.respond(req, ctx),
@@ -221,6 +245,19 @@ impl Snapshot {
                 _ => self.not_found(req),
             },
             Owner::Unknown => self.not_found(req),
+        }
+    }
+
+    /// The 403 of the cloud the request is for, when the caller policy's `metadata` rule
+    /// refuses the caller: Google's permission page, EC2's empty 403, or Azure's JSON error.
+    fn metadata_denied<'s>(&'s self, req: &Request<'_>) -> Reply<'s> {
+        match owner(req.path) {
+            Owner::Gce => Reply::Dynamic(crate::cloud::gce::page::forbidden(req.path)),
+            Owner::Root if wants_gce(req) => {
+                Reply::Dynamic(crate::cloud::gce::page::forbidden(req.path))
+            }
+            Owner::Azure => Reply::Static(&self.azure_denied),
+            _ => Reply::Static(&self.aws_denied),
         }
     }
 

@@ -82,6 +82,7 @@ fn run(plan: &Plan) -> Result<(), String> {
     // The bytes each connection must receive, answered by the same snapshot.
     let expected_for = |peer: SocketAddr, local: SocketAddr, text: &str| {
         let ctx = RequestContext {
+            callers: None,
             now: wall,
             peer,
             local,

@@ -18,12 +18,13 @@ use imds_tun::config;
 use imds_tun::http::exchange::{respond_all, Outgoing};
 use imds_tun::snapshot::{Keys, Snapshot};
 
-fn context() -> RequestContext {
+fn context() -> RequestContext<'static> {
     let addr = |s: &str| {
         s.parse::<SocketAddr>()
             .unwrap_or_else(|e| panic!("{s}: {e}"))
     };
     RequestContext {
+        callers: None,
         // 2026-01-01T00:00:00Z
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
         peer: addr("169.254.0.2:40000"),

@@ -44,6 +44,7 @@ fn expected() -> Vec<(Vec<u8>, Vec<u8>)> {
     let cfg = config::default_config(&no_env).unwrap_or_else(|e| panic!("{e}"));
     let snapshot = Snapshot::build(cfg, &Keys::fixed(1), "soak").unwrap_or_else(|e| panic!("{e}"));
     let ctx = RequestContext {
+        callers: None,
         now: SystemTime::now(),
         peer: SocketAddr::from(([169, 254, 255, 1], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),

@@ -56,6 +56,7 @@ fn snapshot(cfg: Config, keys: &Keys) -> Snapshot {
 fn allocations(snapshot: &Snapshot, request: &[u8], status: &str) -> usize {
     let limits = snapshot.config.server.limits();
     let ctx = RequestContext {
+        callers: None,
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(NOW),
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),

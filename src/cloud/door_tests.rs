@@ -21,9 +21,10 @@ fn snapshot(edit: impl FnOnce(&mut Value)) -> Snapshot {
     Snapshot::build(cfg, &Keys::fixed(3), "test").unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn ctx(door: Door, secs: u64) -> RequestContext {
+fn ctx(door: Door, secs: u64) -> RequestContext<'static> {
     let addr: SocketAddr = "127.0.0.1:40342".parse().unwrap_or_else(|e| panic!("{e}"));
     RequestContext {
+        callers: None,
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
         peer: addr,
         local: addr,

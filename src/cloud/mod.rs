@@ -14,12 +14,13 @@ pub mod gce;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use crate::caller::{Asker, Callers};
 pub use crate::http::{Reply, Request};
 
 /// What a cloud may know about a request besides its bytes. Time is a value passed in:
 /// clouds never read the clock.
 #[derive(Clone, Copy, Debug)]
-pub struct RequestContext {
+pub struct RequestContext<'a> {
     /// Wall-clock time of the request.
     pub now: SystemTime,
     /// The caller's address.
@@ -28,6 +29,20 @@ pub struct RequestContext {
     pub local: SocketAddr,
     /// Which front door the request came through: it decides which rules apply.
     pub door: Door,
+    /// The caller policy and this connection's caller, when a policy is configured
+    /// ([`crate::caller`]).
+    pub callers: Option<Callers<'a>>,
+}
+
+impl<'a> RequestContext<'a> {
+    /// Who is asking, for the issuers' policy check and audit line.
+    pub fn asker(&self) -> Asker<'a> {
+        Asker {
+            peer: self.peer,
+            local: self.local,
+            callers: self.callers,
+        }
+    }
 }
 
 /// The front doors a request can come through. Each is a different service on a real

@@ -15,6 +15,7 @@
 
 pub mod aws;
 pub mod azure;
+pub mod callers;
 pub mod doors;
 pub mod error;
 pub mod gce;
@@ -53,6 +54,9 @@ pub struct Config {
     pub aws: AwsConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Who may get tokens and metadata ([`crate::caller`]); open when absent.
+    #[serde(default)]
+    pub callers: callers::CallersConfig,
 }
 
 /// A lookup of environment variables; `std::env::var` in production, a map in tests.
@@ -151,6 +155,7 @@ impl Config {
         self.gce.validate("$.gce", problems);
         self.aws.validate("$.aws", problems);
         self.identity.validate("$.identity", problems);
+        self.callers.validate("$.callers", problems);
     }
 }
 

@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::caller::{CallerLookup, Callers};
 use crate::cloud::{Door, RequestContext};
 use crate::device::{Device, MAX_PACKET};
 use crate::http::exchange::{respond_all, Outgoing};
@@ -65,6 +66,8 @@ pub struct Exchange {
     /// The first unanswered request waits on this ticket until the deadline; it and the
     /// bytes after it stay in the receive buffer.
     parked: Option<(Ticket, std::time::Instant)>,
+    /// Who the peer is, looked up once when a caller policy needs it ([`crate::caller`]).
+    caller: CallerLookup,
 }
 
 /// A monotonic clock origin, so TCP's microsecond [`crate::tcp::Instant`] can be derived from
@@ -299,11 +302,13 @@ impl<D: Device> Engine<D> {
         if !data.is_empty() {
             let snapshot = self.cell.load();
             let limits = snapshot.config.server.limits();
+            let lookup = self.tcp.app(id).map(|a| &a.caller);
             let ctx = RequestContext {
                 now: wall,
                 peer,
                 local,
                 door: Door::at_address(local.ip()),
+                callers: lookup.and_then(|l| Callers::new(&snapshot.config.callers, l)),
             };
             let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
             self.counters.requests += progress.answered as u64;

@@ -16,13 +16,13 @@
 //! characters of base64, session tokens start with STS's `IQoJb3JpZ2luX2Vj` prefix.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine as _;
 
 use super::keys::IdentityKeys;
-use super::source::NoToken;
+use super::source::{admit, NoToken};
+use crate::caller::Asker;
 
 /// New credentials every hour.
 pub const DEFAULT_ROTATE_EVERY: u64 = 3600;
@@ -74,15 +74,20 @@ impl CredentialIssuer {
         }
     }
 
-    /// The credentials for a caller at `peer`; logs the issue.
-    pub fn issue(&self, now: u64, peer: SocketAddr) -> Result<Credentials, NoToken> {
+    /// The credentials for `asker`, if the caller policy lets it have them; logs the issue
+    /// (or the denial).
+    pub fn issue(&self, now: u64, asker: &Asker<'_>) -> Result<Credentials, NoToken> {
+        let allowed = admit(asker, &format!("credentials of role {}", self.role))?;
         let c = self.source.credentials(now)?;
         tracing::info!(
             role = %self.role,
             access_key_id = %c.access_key_id,
-            caller = %peer,
+            caller = %asker.peer,
             expiration = c.expiration,
-            "issued credentials"
+            "issued credentials{}",
+            allowed.map_or(String::new(), |c| format!(
+                "; decision=allow by the caller policy: {c}"
+            ))
         );
         Ok(c)
     }

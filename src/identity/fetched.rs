@@ -347,6 +347,7 @@ mod tests {
             Ok(l) => l.value,
             Err(NoToken::Pending(_)) => "pending".into(),
             Err(NoToken::Unavailable(u)) => format!("unavailable: {}", u.0),
+            Err(NoToken::Denied) => "denied".into(),
         }
     }
 

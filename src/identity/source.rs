@@ -12,17 +12,21 @@
 //! - a cache keyed by (audience, scopes, options), holding each token until its
 //!   `fresh_until`, bounded to [`MAX_CACHED`] entries (audiences come from callers), so a
 //!   signature costs at most once per key and reissue window, never per request or packet;
+//! - the caller policy ([`crate::caller`]): with a `tokens` rule, the caller is looked up
+//!   (the request parks meanwhile) and a caller the rule does not allow gets
+//!   [`NoToken::Denied`];
 //! - the audit log: one `tracing` info line per token handed out, naming the identity, the
-//!   audience, the scopes and the caller's address:port, never the token.
+//!   audience, the scopes and the caller's address:port (with a policy also its pid, uid, gid
+//!   and executable, and the decision), and one per denial; never the token.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::caller::{Asker, Caller, Decision};
 use crate::http::{Prebuilt, Reply};
 use crate::pending::Ticket;
 
@@ -101,6 +105,9 @@ pub enum NoToken {
     /// ([`crate::pending`]).
     #[error("the token is being fetched")]
     Pending(Ticket),
+    /// The caller policy refused this caller: the cloud answers its "forbidden".
+    #[error("the caller policy does not allow this caller")]
+    Denied,
 }
 
 impl From<Unavailable> for NoToken {
@@ -110,11 +117,30 @@ impl From<Unavailable> for NoToken {
 }
 
 impl NoToken {
-    /// The reply for this outcome: `unavailable` (the cloud's error), or parked.
-    pub fn reply<'s>(self, unavailable: &'s Prebuilt) -> Reply<'s> {
+    /// The reply for this outcome: `unavailable` or `denied` (the cloud's errors), or parked.
+    pub fn reply<'s>(self, unavailable: &'s Prebuilt, denied: &'s Prebuilt) -> Reply<'s> {
         match self {
             NoToken::Unavailable(_) => Reply::Static(unavailable),
             NoToken::Pending(t) => Reply::Pending(t),
+            NoToken::Denied => Reply::Static(denied),
+        }
+    }
+}
+
+/// Applies the `tokens` rule of the caller policy for `what` (the identity and kind, for
+/// the audit log): the caller it allowed (`None` without a policy), or why no token.
+pub fn admit<'a>(asker: &Asker<'a>, what: &str) -> Result<Option<&'a Caller>, NoToken> {
+    match asker.tokens() {
+        Decision::Open => Ok(None),
+        Decision::Allowed(c) => Ok(Some(c)),
+        Decision::Pending(t) => Err(NoToken::Pending(t)),
+        Decision::Denied(c) => {
+            tracing::info!(
+                decision = "deny",
+                caller = %asker.peer,
+                "caller policy: {what} refused to {c}"
+            );
+            Err(NoToken::Denied)
         }
     }
 }
@@ -165,8 +191,10 @@ impl Issuer {
         }
     }
 
-    /// A token for `req`, from the cache while it is fresh; logs the issue.
-    pub fn issue(&self, req: &TokenRequest<'_>, peer: SocketAddr) -> Result<Token, NoToken> {
+    /// A token for `req`, from the cache while it is fresh, if the caller policy lets
+    /// `asker` have it; logs the issue (or the denial).
+    pub fn issue(&self, req: &TokenRequest<'_>, asker: &Asker<'_>) -> Result<Token, NoToken> {
+        let allowed = admit(asker, &format!("{} of {}", self.kind, self.identity))?;
         let key = format!(
             "{}\n{}\n{}{}",
             req.audience, req.scopes, req.full as u8, req.licenses as u8
@@ -199,9 +227,12 @@ impl Issuer {
             kind = self.kind,
             audience = %req.audience,
             scopes = %req.scopes,
-            caller = %peer,
+            caller = %asker.peer,
             expires_at = token.expires_at,
-            "issued token"
+            "issued token{}",
+            allowed.map_or(String::new(), |c| format!(
+                "; decision=allow by the caller policy: {c}"
+            ))
         );
         Ok(token)
     }
@@ -371,10 +402,10 @@ mod tests {
     #[test]
     fn issuer_caches_per_key_and_window_and_stays_bounded() {
         let issuer = Issuer::new("me", "access token", Box::<Counting>::default());
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}"));
         let get = |aud: &str, now| {
             issuer
-                .issue(&TokenRequest::new(aud, now), peer)
+                .issue(&TokenRequest::new(aud, now), &Asker::unchecked(peer))
                 .map(|t| t.value)
                 .unwrap_or_default()
         };
@@ -387,7 +418,10 @@ mod tests {
         }
         let size = issuer.with_cache(|c| c.len());
         assert!(size <= MAX_CACHED, "{size}");
-        let debug = format!("{:?}", issuer.issue(&TokenRequest::new("a", 900), peer));
+        let debug = format!(
+            "{:?}",
+            issuer.issue(&TokenRequest::new("a", 900), &Asker::unchecked(peer))
+        );
         assert!(!debug.contains("secret"), "{debug}");
     }
 }

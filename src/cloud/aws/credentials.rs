@@ -126,7 +126,7 @@ impl MintedIam {
             }));
         }
         if key == self.role_key {
-            return Some(self.issuer.issue(now, ctx.peer).map(|c| {
+            return Some(self.issuer.issue(now, &ctx.asker()).map(|c| {
                 let body = credentials(
                     &format_utc(c.last_updated as i64),
                     &c.access_key_id,

@@ -26,6 +26,7 @@ use crate::config::aws::{arn_account, CredentialSource};
 use crate::config::AwsConfig;
 use crate::http::{Method, Prebuilt, Response};
 use crate::identity::aws::CredentialIssuer;
+use crate::identity::source::admit;
 use crate::identity::IdentityKeys;
 
 const JSON: &str = "application/json";
@@ -40,6 +41,8 @@ pub struct Ecs {
     authorization: Option<Box<str>>,
     credentials: Credentials,
     unknown_id: Prebuilt,
+    /// The caller policy refused the caller ([`crate::caller`]).
+    denied: Prebuilt,
     unauthorized: Prebuilt,
     method_not_allowed: Prebuilt,
 }
@@ -118,6 +121,12 @@ impl Ecs {
                 "Authorization header is missing or does not match",
             )
             .prebuild(),
+            denied: agent_error(
+                403,
+                "AccessDenied",
+                "The caller is not allowed to get credentials on this machine",
+            )
+            .prebuild(),
             method_not_allowed: agent_error(405, "MethodNotAllowed", "Use GET")
                 .header("Allow", "GET, HEAD")
                 .prebuild(),
@@ -143,10 +152,13 @@ impl Ecs {
             return Some(Reply::Static(&self.unknown_id));
         }
         Some(match &self.credentials {
-            Credentials::Static(answer) => Reply::Static(answer),
+            Credentials::Static(answer) => match admit(&ctx.asker(), "static ECS credentials") {
+                Ok(_) => Reply::Static(answer),
+                Err(no) => no.reply(&self.unknown_id, &self.denied),
+            },
             Credentials::Minted { issuer, base } => {
                 let now = crate::identity::unix_secs(ctx.now);
-                match issuer.issue(now, ctx.peer) {
+                match issuer.issue(now, &ctx.asker()) {
                     Ok(c) => {
                         // Field order as the agent's: RoleArn, the credentials, AccountId.
                         let mut doc = Map::new();
@@ -165,7 +177,7 @@ impl Ecs {
                         }
                         Reply::Dynamic(credentials_answer(doc))
                     }
-                    Err(no) => no.reply(&self.unknown_id),
+                    Err(no) => no.reply(&self.unknown_id, &self.denied),
                 }
             }
         })

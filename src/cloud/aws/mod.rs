@@ -37,6 +37,12 @@ pub mod timestamp;
 pub mod token;
 pub mod tree;
 
+/// A role's credentials: `meta-data/iam/security-credentials/<role>` (the map key form).
+fn is_credentials_key(key: &str) -> bool {
+    key.strip_prefix("meta-data/iam/security-credentials/")
+        .is_some_and(|role| !role.is_empty())
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +52,7 @@ use crate::cloud::{Reply, Request, RequestContext};
 use crate::config::aws::{HttpEndpoint, Imdsv2};
 use crate::config::{AwsConfig, Problems};
 use crate::http::{Method, Prebuilt, Response};
+use crate::identity::source::admit;
 use crate::snapshot::Keys;
 
 use answers::{Errors, SERVER, TEXT};
@@ -152,8 +159,17 @@ impl Aws {
                 let minted = self.minted_iam.as_ref().filter(|_| known);
                 match minted.and_then(|m| m.respond(key, ctx)) {
                     Some(Ok(answer)) => return Reply::Dynamic(answer),
-                    Some(Err(no)) => return no.reply(&self.errors.not_found_pre),
+                    Some(Err(no)) => {
+                        return no.reply(&self.errors.not_found_pre, &self.errors.forbidden_pre)
+                    }
                     None => {}
+                }
+                // Static credentials are routes like any other; the caller policy guards them
+                // as it guards minted ones (`crate::caller`).
+                if is_credentials_key(key) {
+                    if let Err(no) = admit(&ctx.asker(), "static AWS credentials") {
+                        return no.reply(&self.errors.not_found_pre, &self.errors.forbidden_pre);
+                    }
                 }
                 match self.routes.get(key).filter(|_| known) {
                     Some(pre) => Reply::Static(pre),

@@ -13,9 +13,10 @@ use super::token;
 
 const NOW: u64 = 1_767_225_600;
 
-fn ctx_at(now: u64) -> RequestContext {
+fn ctx_at(now: u64) -> RequestContext<'static> {
     let addr = |s: &str| s.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
     RequestContext {
+        callers: None,
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(now),
         peer: addr("169.254.0.2:40000"),
         local: addr("169.254.169.254:80"),

@@ -104,6 +104,8 @@ pub struct IdentityErrors {
     pub not_found: Prebuilt,
     /// The identity's source has no token now (500: every client retries 5xx [VMtok]).
     pub unavailable: Prebuilt,
+    /// The caller policy refused the caller ([`crate::caller`]): 403 `access_denied`.
+    pub denied: Prebuilt,
 }
 
 impl Errors {
@@ -163,6 +165,14 @@ impl Errors {
                     identity_body(
                         "server_error",
                         "The token could not be obtained from its source; retry later",
+                    ),
+                )
+                .prebuild(),
+                denied: json(
+                    403,
+                    identity_body(
+                        "access_denied",
+                        "The caller is not allowed to get tokens on this machine",
                     ),
                 )
                 .prebuild(),

@@ -418,10 +418,10 @@ impl Azure {
         let now = crate::identity::unix_secs(ctx.now);
         match identity
             .issuer
-            .issue(&TokenRequest::new(resource, now), ctx.peer)
+            .issue(&TokenRequest::new(resource, now), &ctx.asker())
         {
             Ok(token) => Reply::Dynamic(token_response(identity, &token, resource, selector, now)),
-            Err(no) => no.reply(&e.unavailable),
+            Err(no) => no.reply(&e.unavailable, &e.denied),
         }
     }
 }

@@ -26,9 +26,10 @@ fn build(cfg: &AzureConfig) -> Azure {
     Azure::build(cfg, &Keys::fixed(1), &mut Problems::new())
 }
 
-fn ctx() -> RequestContext {
+fn ctx() -> RequestContext<'static> {
     let addr: SocketAddr = "169.254.0.2:1234".parse().unwrap_or_else(|e| panic!("{e}"));
     RequestContext {
+        callers: None,
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
         peer: addr,
         local: addr,

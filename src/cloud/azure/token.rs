@@ -257,7 +257,10 @@ mod tests {
     fn issue(id: &IdentityAnswer, resource: &str, now: u64) -> Token {
         let peer = "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}"));
         id.issuer
-            .issue(&TokenRequest::new(resource, now), peer)
+            .issue(
+                &TokenRequest::new(resource, now),
+                &crate::caller::Asker::unchecked(peer),
+            )
             .unwrap_or_else(|e| panic!("{e}"))
     }
 

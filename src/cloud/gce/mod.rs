@@ -38,7 +38,7 @@
 //! every guest-attributes path is 403 "Guest attributes endpoint access is disabled.".
 
 mod minted;
-mod page;
+pub(crate) mod page;
 mod query;
 mod routes;
 mod tree;
@@ -52,6 +52,8 @@ use crate::cloud::{Reply, Request, RequestContext};
 use crate::config::{GceConfig, Problems};
 use crate::http::query::decode_path;
 use crate::http::{Method, Prebuilt};
+use crate::identity::source::admit;
+use crate::identity::NoToken;
 use crate::identity::TokenRequest;
 use crate::snapshot::Keys;
 
@@ -129,7 +131,7 @@ impl Gce {
     pub fn respond<'s>(&'s self, req: &Request<'_>, ctx: &RequestContext) -> Reply<'s> {
         let path = req.path;
         if req.has_header("x-forwarded-for") {
-            return Reply::Dynamic(page::forwarded(path));
+            return Reply::Dynamic(page::forbidden(path));
         }
         if path == "/" {
             return self.readable(req).unwrap_or(Reply::Static(&self.root));
@@ -169,6 +171,15 @@ impl Gce {
     }
 
     /// The answer for a path no cloud owns, in this cloud's style.
+    /// The answer when an issuer gave no token: the retryable 503, parked, or the caller
+    /// policy's 403 ([`crate::caller`]).
+    fn no_token<'s>(&'s self, no: NoToken, req: &Request<'_>) -> Reply<'s> {
+        match no {
+            NoToken::Denied => Reply::Dynamic(page::forbidden(req.path)),
+            other => other.reply(&self.unavailable, &self.unavailable),
+        }
+    }
+
     pub fn not_found<'s>(&'s self, req: &Request<'_>) -> Reply<'s> {
         Reply::Dynamic(page::not_found(req.path))
     }
@@ -269,15 +280,20 @@ impl Gce {
                 Reply::Static(if json { &value.json } else { &value.text })
             }
             Route::Token(i) => match mount.tokens.get(*i).and_then(Option::as_ref) {
-                Some(TokenRoute::Static(answers)) => Reply::Static(match params.alt {
-                    Some(Alt::Text) => &answers.text,
-                    _ => &answers.json,
-                }),
+                Some(TokenRoute::Static(answers)) => {
+                    if let Err(no) = admit(&ctx.asker(), "a static GCE access token") {
+                        return self.no_token(no, req);
+                    }
+                    Reply::Static(match params.alt {
+                        Some(Alt::Text) => &answers.text,
+                        _ => &answers.json,
+                    })
+                }
                 Some(TokenRoute::Minted(issuer)) => {
                     let now = crate::identity::unix_secs(ctx.now);
                     let mut r = TokenRequest::new("", now);
                     r.scopes = params.scopes.as_deref().unwrap_or("");
-                    match issuer.issue(&r, ctx.peer) {
+                    match issuer.issue(&r, &ctx.asker()) {
                         Ok(t) => {
                             let (json, text) = routes::token_answers(&t.value, t.expires_in(now));
                             Reply::Dynamic(match params.alt {
@@ -285,7 +301,7 @@ impl Gce {
                                 _ => json,
                             })
                         }
-                        Err(no) => no.reply(&self.unavailable),
+                        Err(no) => self.no_token(no, req),
                     }
                 }
                 None => self.not_found(req),
@@ -295,15 +311,20 @@ impl Gce {
                     return Reply::Static(&self.missing_audience);
                 };
                 match mount.identities.get(*i).and_then(Option::as_ref) {
-                    Some(IdentityRoute::Static(answer)) => Reply::Static(answer),
+                    Some(IdentityRoute::Static(answer)) => {
+                        match admit(&ctx.asker(), "a static GCE identity token") {
+                            Ok(_) => Reply::Static(answer),
+                            Err(no) => self.no_token(no, req),
+                        }
+                    }
                     Some(IdentityRoute::Minted(issuer)) => {
                         let mut r =
                             TokenRequest::new(audience, crate::identity::unix_secs(ctx.now));
                         r.full = params.format_full;
                         r.licenses = params.licenses;
-                        match issuer.issue(&r, ctx.peer) {
+                        match issuer.issue(&r, &ctx.asker()) {
                             Ok(t) => Reply::Dynamic(page::answer(200, page::TEXT, t.value)),
-                            Err(no) => no.reply(&self.unavailable),
+                            Err(no) => self.no_token(no, req),
                         }
                     }
                     None => self.not_found(req),

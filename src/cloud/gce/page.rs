@@ -100,9 +100,10 @@ pub fn missing_flavor(path: &str) -> Response {
     )
 }
 
-/// 403 for a request that came through a proxy (`X-Forwarded-For`). Google's front end
-/// gives no reason beyond the permission sentence; the status is SR's (unconfirmed).
-pub fn forwarded(path: &str) -> Response {
+/// 403 with Google's permission sentence and no reason beyond it: for a request that came
+/// through a proxy (`X-Forwarded-For`; the status is SR's, unconfirmed) and for a caller the
+/// caller policy refuses ([`crate::caller`]).
+pub fn forbidden(path: &str) -> Response {
     google_error(
         403,
         &format!(

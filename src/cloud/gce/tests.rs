@@ -7,9 +7,10 @@ use super::*;
 use crate::config::default_config;
 use crate::http::parse::{header_array, parse_request, Limits, Parsed};
 
-fn ctx() -> RequestContext {
+fn ctx() -> RequestContext<'static> {
     let addr = |s: &str| s.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
     RequestContext {
+        callers: None,
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
         peer: addr("127.0.0.1:40000"),
         local: addr("169.254.169.254:80"),
