@@ -138,7 +138,7 @@ fn tokens_only_for_allowed_uids_and_executables() {
     let lines =
         |needle: &str| -> Vec<&str> { text.lines().filter(|l| l.contains(needle)).collect() };
     let curl = system_curl.display().to_string();
-    let allowed_uid = lines(&format!("decision=allow by the caller policy: pid="));
+    let allowed_uid = lines("decision=allow by the caller policy: pid=");
     let by_uid: Vec<_> = allowed_uid
         .iter()
         .filter(|l| l.contains(&format!("uid={ALLOWED_UID} gid={ALLOWED_UID} exe={curl}")))
