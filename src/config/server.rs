@@ -60,7 +60,8 @@ impl Default for ServerConfig {
             // Under `up` every process of the host shares one source address: a quarter of
             // the table bounds one container (or one runaway host) without hurting the rest.
             max_connections_per_source: 4 * 1024,
-            max_half_open: 1024,
+            // More than the TUN queue (txqueuelen 10,000) can hold: see `tcp`'s table docs.
+            max_half_open: 16 * 1024,
             max_time_wait: 4 * 1024,
         }
     }

@@ -61,7 +61,9 @@ impl Default for TcpConfig {
             listen: HashSet::new(),
             mtu: 65535,
             recv_buffer: 64 * 1024,
-            max_half_open: 1024,
+            // More than the TUN queue holds (10,000), so that a local client's ACK always
+            // finds its half-open entry during a flood (see the table's docs).
+            max_half_open: 16 * 1024,
             max_established: 4096,
             max_per_source: 1024,
             max_time_wait: 4096,
