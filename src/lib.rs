@@ -23,6 +23,8 @@
 //! pending    parked requests: tickets on work off the packet path, and waking the front door
 //! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
 //!            App Service, legacy VM extension
+//! metrics/   the Prometheus registry (requests, tokens, TCP, latency), its text format and
+//!            the opt-in loopback endpoint; every feature exports its counters through it
 //! ```
 //!
 //! # Principles
@@ -40,6 +42,7 @@ pub mod engine;
 pub mod http;
 pub mod identity;
 pub mod listen;
+pub mod metrics;
 pub mod pending;
 pub mod snapshot;
 pub mod tcp;
