@@ -34,6 +34,7 @@
 //! Everything that can be rendered ahead of time is rendered into the [`snapshot::Snapshot`]
 //! once per configuration load; answering a static request is a lookup and a reference.
 
+pub mod access_log;
 pub mod cloud;
 pub mod config;
 pub mod device;

@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::cloud::{Door, RequestContext};
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
+use crate::metrics::answered::Answered;
+use crate::metrics::Observer;
 use crate::pending::{Wake, PARK_LIMIT};
 use crate::snapshot::SnapshotCell;
 
@@ -67,15 +69,18 @@ pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
     serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
 }
 
-/// Serves connections on `listener` as `door` until the task is dropped.
+/// Serves connections on `listener` as `door` until the task is dropped; its requests are
+/// counted in a request block of its own ([`Observer::new`]).
 pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
+    let observer = Observer::new();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
+                let observer = observer.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, cell, door).await {
+                    if let Err(e) = connection(stream, peer, cell, door, observer).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -94,6 +99,7 @@ async fn connection(
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
+    observer: Observer,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -107,6 +113,9 @@ async fn connection(
     // for the connection's life, so keep-alive requests allocate nothing.
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
+    let mut answered: Vec<Answered> = Vec::new();
+    // When the bytes that completed the buffered requests were read (latency counts from it).
+    let mut arrival = std::time::Instant::now();
     // When the request now buffered began: it must be complete within the header timeout
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
@@ -135,7 +144,7 @@ async fn connection(
             }
             match stream.try_read_buf(&mut buf) {
                 Ok(0) => return Ok(()),
-                Ok(_) => {}
+                Ok(_) => arrival = std::time::Instant::now(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
@@ -147,15 +156,17 @@ async fn connection(
             local,
             door: door.door(),
         };
+        let mut sink = observer.sink(&mut out, &mut answered, ctx.door, peer, (arrival, ctx.now));
         let progress = match &door {
-            FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),
-            FrontDoor::Himds(keys) => respond_all_with(&buf, &limits, &mut out, |req| {
+            FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut sink),
+            FrontDoor::Himds(keys) => respond_all_with(&buf, &limits, &mut sink, |req| {
                 keys.respond(&snapshot, req, &ctx)
             }),
         };
         for o in out.drain(..) {
             stream.write_all(&o.bytes).await?;
         }
+        observer.finish(&mut answered, std::time::Instant::now());
         buf.drain(..progress.consumed);
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,

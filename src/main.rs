@@ -14,6 +14,7 @@ use imds_tun::doors::Doors;
 use imds_tun::engine::up::{self, FaultSpec, UpOptions};
 use imds_tun::identity::{IdentityKeys, Leaf};
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
+use imds_tun::{access_log, metrics};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +54,8 @@ enum Command {
         doors: DoorArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Validate a configuration file; exit 0 only when it is valid.
     ///
@@ -90,6 +93,8 @@ enum Command {
         doors: DoorArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Undo what a crashed or killed `up` left behind (device, routes, hosts block, lock).
     ///
@@ -181,6 +186,41 @@ impl DoorArgs {
     }
 }
 
+/// Metrics and the access log.
+#[derive(clap::Args)]
+struct ObserveArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback only unless --metrics-any).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Allow --metrics on a non-loopback address (the metrics name identities and callers).
+    #[arg(long, requires = "metrics")]
+    metrics_any: bool,
+    /// Write one line per answered request to PATH (appended), or to standard output with
+    /// `-`: time, caller, cloud, class, method, path and query, status, microseconds. Never
+    /// headers, bodies or tokens. Lines are JSON with --log-format json.
+    #[arg(long, value_name = "PATH|-")]
+    access_log: Option<PathBuf>,
+}
+
+impl ObserveArgs {
+    /// Installs the access log and starts the metrics endpoint, before anything is served.
+    fn start(&self, format: LogFormat) -> anyhow::Result<()> {
+        if let Some(path) = &self.access_log {
+            let format = match format {
+                LogFormat::Text => access_log::Format::Text,
+                LogFormat::Json => access_log::Format::Json,
+            };
+            let log = access_log::AccessLog::open(path, format)
+                .with_context(|| format!("--access-log {}", path.display()))?;
+            access_log::install(log);
+        }
+        if let Some(addr) = self.metrics {
+            metrics::endpoint::start(addr, self.metrics_any, metrics::global())?;
+        }
+        Ok(())
+    }
+}
+
 /// Where `up` keeps its record and lock, and which hosts file it edits.
 #[derive(clap::Args)]
 struct PathArgs {
@@ -204,7 +244,7 @@ impl PathArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli.command) {
+    match run(cli.command, cli.log_format) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("imds-tun: {e:#}");
@@ -213,7 +253,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { file } => match config::load_file(&file, &config::process_env) {
             Ok(c) => {
@@ -247,10 +287,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             paths,
             doors,
             keys,
+            observe,
         } => {
             // Before the key store is opened, so an unprivileged run says only that.
             up::require_privileges()?;
             let (snapshot, keys) = prepare(config.as_ref(), &doors, &keys)?;
+            observe.start(log_format)?;
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
@@ -275,8 +317,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             doors,
             keys,
+            observe,
         } => {
             let (snapshot, keys) = prepare(config.as_ref(), &doors, &keys)?;
+            observe.start(log_format)?;
             serve(snapshot, &keys, &listen)
         }
         Command::Jwks { config, keys } => {

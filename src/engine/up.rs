@@ -27,6 +27,7 @@ use super::Engine;
 use crate::config::{self, Config};
 use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
 use crate::doors::{DoorError, Doors};
+use crate::metrics::{self, Observer};
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use crate::tcp::TcpConfig;
 
@@ -140,6 +141,7 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
             }
         };
         let mut engine = Engine::new(device, tcp.clone(), isn_key, Arc::clone(&cell), started);
+        engine.export(Observer::new(), metrics::global().engine_slot());
         let stop = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name(format!("imds-tun-q{i}"))
@@ -287,6 +289,14 @@ fn reload(cell: &SnapshotCell, opts: &UpOptions, keys: &Keys) {
     let source = path.display().to_string();
     let result = config::load_file(path, &config::process_env)
         .and_then(|c| Snapshot::build(c, keys, &source));
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics::global()
+        .counter(
+            "imds_tun_config_reloads_total",
+            "Configuration reloads (SIGHUP), by result; a failed one keeps the previous configuration.",
+            &[("result", outcome)],
+        )
+        .inc();
     match result {
         Ok(s) => {
             cell.replace(s);

@@ -41,6 +41,7 @@
 //! four relaxed atomic additions on the calling thread's own block, [`EngineSlot::publish`]
 //! about fifty relaxed stores per loop iteration, [`Counter::inc`] one relaxed addition.
 
+pub mod answered;
 pub mod endpoint;
 pub mod engine;
 pub mod exposition;
@@ -50,6 +51,7 @@ pub mod requests;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub use answered::Observer;
 pub use engine::EngineSlot;
 pub use exposition::{Exposition, Kind};
 pub use requests::{RequestMetrics, Route};
