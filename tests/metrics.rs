@@ -298,3 +298,72 @@ fn up_counts_a_known_mix() {
     assert_access_log(&log, &secrets(&tokens));
     drop(up);
 }
+
+#[test]
+fn json_logs_and_json_access_log() {
+    // The log on standard error: one JSON object per line.
+    let out = Command::new(env!("CARGO_BIN_EXE_imds-tun"))
+        .args(["--log-format", "json", "jwks", "--key-dir"])
+        .arg(support::key_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.trim().is_empty(), "no log lines");
+    for line in err.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+
+    // The access log follows --log-format.
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("metrics-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let log = dir.join("access.json");
+    let _ = std::fs::remove_file(&log);
+    let server = support::Server::start_with(
+        None,
+        &[
+            "--log-format",
+            "json",
+            "--access-log",
+            &log.display().to_string(),
+        ],
+    );
+    let got = Command::new("curl")
+        .args(["-sS", "-H", "Metadata:true"])
+        .arg(format!(
+            "http://{}/metadata/instance/compute/vmId?api-version=2021-02-01&format=text",
+            server.addr
+        ))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(got.status.success());
+    // The line is written just after the response: give it a moment, not a race.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut text = String::new();
+    while text.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{e}"));
+    }
+    drop(server);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["cloud"], "azure");
+    assert_eq!(v["class"], "instance");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(
+        v["target"],
+        "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text"
+    );
+    assert_eq!(v["status"], 200);
+    assert!(
+        v["micros"].is_u64()
+            && v["caller"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("127.0.0.1:"))
+    );
+}
