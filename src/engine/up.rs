@@ -49,6 +49,8 @@ pub struct UpOptions {
     pub paths: Paths,
     /// The configuration file, re-read on SIGHUP; `None` for the embedded default.
     pub config_file: Option<PathBuf>,
+    /// The metrics endpoint already listening, named in the record for `imds-tun status`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why `up` failed.
@@ -88,6 +90,12 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     let plan = plan(&snapshot.config, &opts);
     let tcp = tcp_config(&snapshot.config, &plan.routes);
     let mut guard = HostSetup::apply(&plan)?;
+    if let Some(addr) = opts.metrics {
+        if let Err(e) = guard.record_metrics(addr) {
+            let _ = guard.teardown();
+            return Err(e.into());
+        }
+    }
     let queues = guard.take_queues();
     let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
