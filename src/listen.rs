@@ -28,6 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::cloud::{Door, RequestContext};
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
+use crate::metrics::answered::Answered;
+use crate::metrics::Observer;
 use crate::pending::{Wake, PARK_LIMIT};
 use crate::snapshot::SnapshotCell;
 
@@ -97,15 +99,18 @@ pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
     serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
 }
 
-/// Serves connections on `listener` as `door` until the task is dropped.
+/// Serves connections on `listener` as `door` until the task is dropped; its requests are
+/// counted in a request block of its own ([`Observer::new`]).
 pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
+    let observer = Observer::new();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
+                let observer = observer.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, cell, door).await {
+                    if let Err(e) = connection(stream, peer, cell, door, observer).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -124,6 +129,7 @@ async fn connection(
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
+    observer: Observer,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -139,6 +145,9 @@ async fn connection(
     // nothing.
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
+    let mut answered: Vec<Answered> = Vec::new();
+    // When the bytes that completed the buffered requests were read (latency counts from it).
+    let mut arrival = std::time::Instant::now();
     // When the request now buffered began: it must be complete within the header timeout
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
@@ -170,11 +179,17 @@ async fn connection(
             local,
             door: door.door(),
         };
-        let answer = |input: &[u8], out: &mut Vec<Outgoing>| match &door {
-            FrontDoor::Plain(_) => respond_all(input, &snapshot, &ctx, &limits, out),
-            FrontDoor::Himds(keys) => respond_all_with(input, &limits, out, |req| {
-                keys.respond(&snapshot, req, &ctx)
-            }),
+        let answer = |input: &[u8],
+                      out: &mut Vec<Outgoing>,
+                      answered: &mut Vec<Answered>,
+                      arrival: std::time::Instant| {
+            let mut sink = observer.sink(out, answered, ctx.door, peer, (arrival, ctx.now));
+            match &door {
+                FrontDoor::Plain(_) => respond_all(input, &snapshot, &ctx, &limits, &mut sink),
+                FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
+                    keys.respond(&snapshot, req, &ctx)
+                }),
+            }
         };
         let progress = if rerun_now || !buf.is_empty() {
             if !rerun_now {
@@ -184,12 +199,12 @@ async fn connection(
                     return Ok(());
                 }
                 match fill(&stream, &mut buf)? {
-                    Filled::Data => {}
+                    Filled::Data => arrival = std::time::Instant::now(),
                     Filled::WouldBlock => continue,
                     Filled::Closed => return Ok(()),
                 }
             }
-            let progress = answer(&buf, &mut out);
+            let progress = answer(&buf, &mut out, &mut answered, arrival);
             buf.drain(..progress.consumed);
             if buf.is_empty() {
                 // Back to owning nothing once the slow path is over.
@@ -200,10 +215,10 @@ async fn connection(
             let step = SCRATCH.with_borrow_mut(|scratch| {
                 scratch.clear();
                 match fill(&stream, scratch)? {
-                    Filled::Data => {}
+                    Filled::Data => arrival = std::time::Instant::now(),
                     other => return Ok::<_, std::io::Error>(Err(other)),
                 }
-                let progress = answer(scratch, &mut out);
+                let progress = answer(scratch, &mut out, &mut answered, arrival);
                 // An unfinished (or pipelined, parked) tail stays with the connection.
                 buf.extend_from_slice(&scratch[progress.consumed..]);
                 Ok(Ok(progress))
@@ -217,6 +232,7 @@ async fn connection(
         for o in out.drain(..) {
             stream.write_all(&o.bytes).await?;
         }
+        observer.finish(&mut answered, std::time::Instant::now());
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,
             // A pipelined request already began; its clock starts now.

@@ -27,6 +27,7 @@ use super::Engine;
 use crate::config::{self, Config};
 use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
 use crate::doors::{DoorError, Doors};
+use crate::metrics::{self, Observer};
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use crate::tcp::TcpConfig;
 
@@ -48,6 +49,8 @@ pub struct UpOptions {
     pub paths: Paths,
     /// The configuration file, re-read on SIGHUP; `None` for the embedded default.
     pub config_file: Option<PathBuf>,
+    /// The metrics endpoint already listening, named in the record for `imds-tun status`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why `up` failed.
@@ -87,6 +90,12 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     let plan = plan(&snapshot.config, &opts);
     let tcp = tcp_config(&snapshot.config, &plan.routes);
     let mut guard = HostSetup::apply(&plan)?;
+    if let Some(addr) = opts.metrics {
+        if let Err(e) = guard.record_metrics(addr) {
+            let _ = guard.teardown();
+            return Err(e.into());
+        }
+    }
     let queues = guard.take_queues();
     let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
@@ -140,6 +149,7 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
             }
         };
         let mut engine = Engine::new(device, tcp.clone(), isn_key, Arc::clone(&cell), started);
+        engine.export(Observer::new(), metrics::global().engine_slot());
         let stop = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name(format!("imds-tun-q{i}"))
@@ -287,6 +297,14 @@ fn reload(cell: &SnapshotCell, opts: &UpOptions, keys: &Keys) {
     let source = path.display().to_string();
     let result = config::load_file(path, &config::process_env)
         .and_then(|c| Snapshot::build(c, keys, &source));
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics::global()
+        .counter(
+            "imds_tun_config_reloads_total",
+            "Configuration reloads (SIGHUP), by result; a failed one keeps the previous configuration.",
+            &[("result", outcome)],
+        )
+        .inc();
     match result {
         Ok(s) => {
             cell.replace(s);

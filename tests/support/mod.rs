@@ -69,9 +69,15 @@ pub struct Server {
 impl Server {
     /// Starts the server with `config` (or the embedded default) and waits for its ready line.
     pub fn start(config: Option<&Path>) -> Server {
+        Server::start_with(config, &[])
+    }
+
+    /// [`Server::start`] with more arguments for `serve`.
+    pub fn start_with(config: Option<&Path>, args: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imds-tun"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--key-dir"])
-            .arg(key_dir());
+            .arg(key_dir())
+            .args(args);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
