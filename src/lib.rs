@@ -26,6 +26,9 @@
 //! reload     one reload for every trigger (SIGHUP, the watched file, control), and the watcher
 //! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
 //!            App Service, legacy VM extension
+//! status     `imds-tun status`: the state directory and a scrape, summarised
+//! metrics/   the Prometheus registry (requests, tokens, TCP, latency), its text format and
+//!            the opt-in loopback endpoint; every feature exports its counters through it
 //! ```
 //!
 //! # Principles
@@ -35,6 +38,7 @@
 //! Everything that can be rendered ahead of time is rendered into the [`snapshot::Snapshot`]
 //! once per configuration load; answering a static request is a lookup and a reference.
 
+pub mod access_log;
 pub mod caller;
 pub mod cloud;
 pub mod config;
@@ -44,8 +48,10 @@ pub mod engine;
 pub mod http;
 pub mod identity;
 pub mod listen;
+pub mod metrics;
 pub mod pending;
 pub mod reload;
 pub mod snapshot;
+pub mod status;
 pub mod tcp;
 pub mod wire;

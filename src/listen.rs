@@ -22,11 +22,12 @@
 //! timeout, counted from its first byte. Each of these is counted in [`ListenCounters`].
 //!
 //! Invariants: a connection buffers at most one request's worth of bytes (head and body
-//! limits); the per-connection buffers are reused, so a static answer allocates nothing.
+//! limits), and between requests none at all: whole requests are read into and answered from
+//! the worker thread's scratch buffer, so a static answer allocates nothing and an idle
+//! keep-alive connection costs its task and socket only.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -37,11 +38,42 @@ use crate::caller::{CallerLookup, Callers};
 use crate::cloud::{Door, RequestContext};
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
+use crate::metrics::answered::Answered;
+use crate::metrics::Counter;
+use crate::metrics::Observer;
 use crate::pending::{Wake, PARK_LIMIT};
 use crate::snapshot::SnapshotCell;
 
 /// How many bytes one read may bring.
 const READ_SIZE: usize = 4096;
+
+thread_local! {
+    /// Each runtime worker thread's read buffer: a read whose bytes are all answered at once
+    /// (nearly every read) needs no buffer of the connection's own. Borrowed only between
+    /// awaits, so tasks moving between threads never share it.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(READ_SIZE));
+}
+
+/// What one non-blocking read brought.
+enum Filled {
+    Data,
+    WouldBlock,
+    Closed,
+}
+
+/// Appends at most one read's worth of bytes from `stream` to `buf`.
+fn fill(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Filled> {
+    if buf.capacity() - buf.len() < READ_SIZE {
+        buf.reserve(READ_SIZE);
+    }
+    match stream.try_read_buf(buf) {
+        Ok(0) => Ok(Filled::Closed),
+        Ok(_) => Ok(Filled::Data),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Filled::WouldBlock),
+        Err(e) => Err(e),
+    }
+}
 
 /// Binds every address; fails on the first that cannot be bound.
 pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
@@ -73,30 +105,45 @@ impl FrontDoor {
     }
 }
 
-/// What the kernel-socket doors shed and why. Field names are metric names.
-#[derive(Debug, Default)]
+/// What the kernel-socket doors accept, shed and time out, exported as
+/// `imds_tun_listen_connections_total{event=...}` (shared by every listener of the process).
+#[derive(Debug)]
 pub struct ListenCounters {
     /// Connections accepted and served.
-    pub connections_accepted: AtomicU64,
+    pub connections_accepted: Arc<Counter>,
     /// Times accepting paused because `maxConnections` were open.
-    pub accept_paused_at_limit: AtomicU64,
+    pub accept_paused_at_limit: Arc<Counter>,
     /// Connections closed at once because their source had `maxConnectionsPerSource`.
-    pub refused_per_source: AtomicU64,
+    pub refused_per_source: Arc<Counter>,
     /// Connections closed for an incomplete request past the header timeout.
-    pub header_timeouts: AtomicU64,
+    pub header_timeouts: Arc<Counter>,
     /// Connections closed for idleness.
-    pub idle_timeouts: AtomicU64,
+    pub idle_timeouts: Arc<Counter>,
 }
 
-impl ListenCounters {
-    /// The value of one counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+impl Default for ListenCounters {
+    fn default() -> Self {
+        let c = |event: &str| {
+            crate::metrics::global().counter(
+                "imds_tun_listen_connections_total",
+                "Kernel-socket connections (serve and the token doors): accepted, accept \
+                 paused at maxConnections, refused at maxConnectionsPerSource, closed by the \
+                 header or idle timeout.",
+                &[("event", event)],
+            )
+        };
+        ListenCounters {
+            connections_accepted: c("accepted"),
+            accept_paused_at_limit: c("accept_paused_at_limit"),
+            refused_per_source: c("refused_per_source"),
+            header_timeouts: c("header_timeout"),
+            idle_timeouts: c("idle_timeout"),
+        }
     }
 }
 
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+fn bump(counter: &Counter) {
+    counter.inc();
 }
 
 /// The connection bounds of a set of listeners (see the module docs), shared by all of them.
@@ -177,13 +224,15 @@ pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, admission: Ar
     serve_door(listener, cell, FrontDoor::Plain(Door::Metadata), admission).await
 }
 
-/// Serves connections on `listener` as `door` until the task is dropped.
+/// Serves connections on `listener` as `door` until the task is dropped; its requests are
+/// counted in a request block of its own ([`Observer::new`]).
 pub async fn serve_door(
     listener: TcpListener,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
     admission: Arc<Admission>,
 ) {
+    let observer = Observer::new();
     loop {
         let slot = match Arc::clone(&admission.slots).try_acquire_owned() {
             Ok(slot) => slot,
@@ -204,10 +253,12 @@ pub async fn serve_door(
                 bump(&admission.counters.connections_accepted);
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
+                let observer = observer.clone();
                 let admission = Arc::clone(&admission);
                 tokio::spawn(async move {
                     let _held = (slot, source);
-                    if let Err(e) = connection(stream, peer, cell, door, &admission).await {
+                    let ended = connection(stream, peer, cell, door, observer, &admission).await;
+                    if let Err(e) = ended {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -226,6 +277,7 @@ async fn connection(
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
+    observer: Observer,
     admission: &Admission,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
@@ -235,11 +287,16 @@ async fn connection(
     let idle = Duration::from_secs(snapshot.config.server.idle_timeout_secs);
     let header = Duration::from_secs(snapshot.config.server.header_timeout_secs);
     let cap = limits.max_head_bytes + limits.max_body_bytes;
-    // Buffers are taken on the first request, not on accept: an idle connection costs only
-    // its task and socket (10,000 idle clients are a benchmark case). Once taken they are kept
-    // for the connection's life, so keep-alive requests allocate nothing.
+    // Bytes a connection keeps between reads: only an unfinished request (or pipelined
+    // requests behind a parked one). The common case, a whole request per read, goes through
+    // the worker thread's scratch buffer instead, so an idle keep-alive connection owns no
+    // buffer at all (10,000 idle clients are a benchmark case) and a static answer allocates
+    // nothing.
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
+    let mut answered: Vec<Answered> = Vec::new();
+    // When the bytes that completed the buffered requests were read (latency counts from it).
+    let mut arrival = std::time::Instant::now();
     // When the request now buffered began: it must be complete within the header timeout
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
@@ -248,10 +305,15 @@ async fn connection(
     let mut rerun = false;
     // Created on the first parked request only (the common path never parks).
     let mut wakeup: Option<Arc<tokio::sync::Notify>> = None;
+    // A client usually sends its request right after connecting, so by the time the
+    // connection is accepted the bytes are often there: read before waiting for readiness
+    // (a wait costs an epoll round and a task switch; a miss costs one EAGAIN).
+    let mut maybe_readable = true;
     // Who the peer is, looked up once if a caller policy asks (`crate::caller`).
     let caller = CallerLookup::default();
     loop {
-        if !std::mem::take(&mut rerun) {
+        let rerun_now = std::mem::take(&mut rerun);
+        if !rerun_now && !std::mem::take(&mut maybe_readable) {
             let deadline = match request_started {
                 Some(t) => t + header,
                 None => tokio::time::Instant::now() + idle,
@@ -266,20 +328,6 @@ async fn connection(
                 }
                 Ok(r) => r?,
             }
-            // Never hold more than one request's worth of bytes plus one read; the parser
-            // rejects anything over its limits before that matters.
-            if buf.len() > cap {
-                return Ok(());
-            }
-            if buf.capacity() - buf.len() < READ_SIZE {
-                buf.reserve(READ_SIZE);
-            }
-            match stream.try_read_buf(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
         }
         snapshot = cell.load();
         let ctx = RequestContext {
@@ -289,16 +337,60 @@ async fn connection(
             door: door.door(),
             callers: Callers::new(&snapshot.config.callers, &caller),
         };
-        let progress = match &door {
-            FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),
-            FrontDoor::Himds(keys) => respond_all_with(&buf, &limits, &mut out, |req| {
-                keys.respond(&snapshot, req, &ctx)
-            }),
+        let answer = |input: &[u8],
+                      out: &mut Vec<Outgoing>,
+                      answered: &mut Vec<Answered>,
+                      arrival: std::time::Instant| {
+            let mut sink = observer.sink(out, answered, ctx.door, peer, (arrival, ctx.now));
+            match &door {
+                FrontDoor::Plain(_) => respond_all(input, &snapshot, &ctx, &limits, &mut sink),
+                FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
+                    keys.respond(&snapshot, req, &ctx)
+                }),
+            }
+        };
+        let progress = if rerun_now || !buf.is_empty() {
+            if !rerun_now {
+                // Never hold more than one request's worth of bytes plus one read; the
+                // parser rejects anything over its limits before that matters.
+                if buf.len() > cap {
+                    return Ok(());
+                }
+                match fill(&stream, &mut buf)? {
+                    Filled::Data => arrival = std::time::Instant::now(),
+                    Filled::WouldBlock => continue,
+                    Filled::Closed => return Ok(()),
+                }
+            }
+            let progress = answer(&buf, &mut out, &mut answered, arrival);
+            buf.drain(..progress.consumed);
+            if buf.is_empty() {
+                // Back to owning nothing once the slow path is over.
+                buf = Vec::new();
+            }
+            progress
+        } else {
+            let step = SCRATCH.with_borrow_mut(|scratch| {
+                scratch.clear();
+                match fill(&stream, scratch)? {
+                    Filled::Data => arrival = std::time::Instant::now(),
+                    other => return Ok::<_, std::io::Error>(Err(other)),
+                }
+                let progress = answer(scratch, &mut out, &mut answered, arrival);
+                // An unfinished (or pipelined, parked) tail stays with the connection.
+                buf.extend_from_slice(&scratch[progress.consumed..]);
+                Ok(Ok(progress))
+            })?;
+            match step {
+                Ok(progress) => progress,
+                Err(Filled::WouldBlock) => continue,
+                Err(_) => return Ok(()),
+            }
         };
         for o in out.drain(..) {
             stream.write_all(&o.bytes).await?;
         }
-        buf.drain(..progress.consumed);
+        observer.finish(&mut answered, std::time::Instant::now());
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,
             // A pipelined request already began; its clock starts now.

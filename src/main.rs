@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use imds_tun::config::{self, Config};
 use imds_tun::device::Paths;
@@ -15,12 +15,34 @@ use imds_tun::engine::up::{self, FaultSpec, UpOptions};
 use imds_tun::identity::{IdentityKeys, Leaf};
 use imds_tun::reload::{self, Reloader};
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
+use imds_tun::{access_log, metrics};
+
+/// `--version`: the crate version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("IMDS_TUN_COMMIT"),
+    ")"
+);
+
+/// The exit codes, in `--help` and the README.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (status: running)
+  1  failure: invalid configuration, not privileged, a runtime error
+     (status: not running, but a killed run left changes behind: run `imds-tun down`)
+  2  usage error (unknown option, missing argument)
+  3  status: not running
+
+Environment:
+  IMDS_TUN_LOG  log filter (tracing EnvFilter syntax), default `info`, e.g. `imds_tun=debug`";
 
 #[derive(Parser)]
 #[command(
     name = "imds-tun",
-    version,
-    about = "Cloud instance metadata (Azure IMDS, GCE, AWS EC2) for any Linux machine"
+    version = VERSION,
+    about = "Cloud instance metadata (Azure IMDS, GCE, AWS EC2) for any Linux machine",
+    after_help = EXIT_CODES,
 )]
 struct Cli {
     /// Log format on standard error.
@@ -41,8 +63,12 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Serve metadata on kernel sockets (no root needed).
-    ///
-    /// Example: imds-tun serve --listen 127.0.0.1:8080
+    #[command(after_help = "\
+Examples:
+  imds-tun serve --listen 127.0.0.1:8080
+  curl -H Metadata:true 'http://127.0.0.1:8080/metadata/instance?api-version=2021-02-01'
+  imds-tun serve --listen 127.0.0.1:8080 --config my.json --metrics 127.0.0.1:9100
+  imds-tun serve --listen 127.0.0.1:8080 --access-log - --log-format json")]
     Serve {
         /// Configuration file (default: the embedded default with all three clouds).
         #[arg(long, short)]
@@ -54,10 +80,14 @@ enum Command {
         doors: DoorArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Validate a configuration file; exit 0 only when it is valid.
-    ///
-    /// Example: imds-tun check /etc/imds-tun/config.json
+    #[command(after_help = "\
+Examples:
+  imds-tun check /etc/imds-tun/config.json
+  imds-tun default-config > my.json && imds-tun check my.json")]
     Check {
         /// The file to check.
         file: PathBuf,
@@ -67,8 +97,12 @@ enum Command {
     /// Creates a TUN device, routes the metadata addresses to it, adds the GCE names to
     /// /etc/hosts, and answers with its own TCP. SIGINT/SIGTERM undo everything; SIGHUP
     /// reloads the configuration file.
-    ///
-    /// Example: sudo imds-tun up --config /etc/imds-tun/config.json
+    #[command(after_help = "\
+Examples:
+  sudo imds-tun up
+  sudo imds-tun up --config /etc/imds-tun/config.json --metrics 127.0.0.1:9100
+  sudo imds-tun up --himds --access-log /var/log/imds-tun-access.log
+  sudo kill -HUP $(pidof imds-tun)    # reload the configuration")]
     Up {
         /// Configuration file (default: the embedded default with all three clouds).
         #[arg(long, short)]
@@ -91,10 +125,16 @@ enum Command {
         doors: DoorArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Undo what a crashed or killed `up` left behind (device, routes, hosts block, lock).
     ///
     /// Idempotent: exits 0 and says "nothing to do" on a clean host.
+    #[command(after_help = "\
+Examples:
+  sudo imds-tun down
+  sudo imds-tun down --device imds1 --state-dir /run/imds-tun")]
     Down {
         /// TUN device name.
         #[arg(long, default_value = "imds0")]
@@ -103,10 +143,50 @@ enum Command {
         paths: PathArgs,
     },
     /// Print the embedded default configuration, a starting point for your own.
+    #[command(after_help = "\
+Examples:
+  imds-tun default-config > /etc/imds-tun/config.json")]
     DefaultConfig,
-    /// Print the JWKS document that verifies minted tokens (also served at /imds-tun/jwks).
+    /// Summarise a running `up` (or, with --metrics, a `serve`): pid, routes, request counts.
     ///
-    /// Example: imds-tun jwks > jwks.json
+    /// Reads the state directory (root, as `up` made it 0700) and scrapes the metrics endpoint
+    /// the record names. Exit 0 when running, 3 when not, 1 when a killed run left changes.
+    #[command(after_help = "\
+Examples:
+  sudo imds-tun status
+  imds-tun status --metrics 127.0.0.1:9100")]
+    Status {
+        /// TUN device name.
+        #[arg(long, default_value = "imds0")]
+        device: String,
+        /// Directory of the state record and lock.
+        #[arg(long, default_value = "/run/imds-tun")]
+        state_dir: PathBuf,
+        /// Scrape this metrics endpoint (default: the one `up` recorded).
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<SocketAddr>,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "\
+Examples:
+  imds-tun completions bash > /etc/bash_completion.d/imds-tun
+  imds-tun completions zsh > ~/.zfunc/_imds-tun
+  imds-tun completions fish > ~/.config/fish/completions/imds-tun.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    #[command(after_help = "\
+Examples:
+  imds-tun man > /usr/local/share/man/man1/imds-tun.1
+  imds-tun man | man -l -")]
+    Man,
+    /// Print the JWKS document that verifies minted tokens (also served at /imds-tun/jwks).
+    #[command(after_help = "\
+Examples:
+  imds-tun jwks > jwks.json
+  curl http://169.254.169.254/imds-tun/jwks")]
     Jwks {
         /// Configuration file (its `identity` section names the keys).
         #[arg(long, short)]
@@ -116,8 +196,11 @@ enum Command {
     },
     /// Print the CA certificate (PEM) that issued the signers of attested documents (also
     /// served at /imds-tun/ca.pem), or with --leaf one of the signing certificates.
-    ///
-    /// Example: openssl cms -verify -inform DER -in doc.der -CAfile <(imds-tun ca)
+    #[command(after_help = "\
+Examples:
+  imds-tun ca > ca.pem
+  openssl cms -verify -inform DER -in doc.der -CAfile <(imds-tun ca)
+  imds-tun ca --leaf aws")]
     Ca {
         /// Configuration file (its `identity` section names the keys).
         #[arg(long, short)]
@@ -184,6 +267,56 @@ impl DoorArgs {
     }
 }
 
+/// Metrics and the access log.
+#[derive(clap::Args)]
+struct ObserveArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback only unless --metrics-any).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Allow --metrics on a non-loopback address (the metrics name identities and callers).
+    #[arg(long, requires = "metrics")]
+    metrics_any: bool,
+    /// Write one line per answered request to PATH (appended), or to standard output with
+    /// `-`: time, caller, cloud, class, method, path and query, status, microseconds. Never
+    /// headers, bodies or tokens. Lines are JSON with --log-format json.
+    #[arg(long, value_name = "PATH|-")]
+    access_log: Option<PathBuf>,
+}
+
+impl ObserveArgs {
+    /// Installs the access log and starts the metrics endpoint, before anything is served;
+    /// the endpoint's address.
+    fn start(&self, format: LogFormat) -> anyhow::Result<Option<SocketAddr>> {
+        metrics::global()
+            .gauge(
+                "imds_tun_build_info",
+                "Always 1; the labels say which build runs.",
+                &[
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("commit", env!("IMDS_TUN_COMMIT")),
+                ],
+            )
+            .set(1);
+        if let Some(path) = &self.access_log {
+            let format = match format {
+                LogFormat::Text => access_log::Format::Text,
+                LogFormat::Json => access_log::Format::Json,
+            };
+            let log = access_log::AccessLog::open(path, format)
+                .with_context(|| format!("--access-log {}", path.display()))?;
+            access_log::install(log);
+        }
+        match self.metrics {
+            Some(addr) => Ok(Some(metrics::endpoint::start(
+                addr,
+                self.metrics_any,
+                metrics::global(),
+            )?)),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Where `up` keeps its record and lock, and which hosts file it edits.
 #[derive(clap::Args)]
 struct PathArgs {
@@ -207,7 +340,7 @@ impl PathArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli.command) {
+    match run(cli.command, cli.log_format) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("imds-tun: {e:#}");
@@ -216,7 +349,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { file } => match config::load_file(&file, &config::process_env) {
             Ok(c) => {
@@ -241,6 +374,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", config::DEFAULT_JSON);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status {
+            device,
+            state_dir,
+            metrics,
+        } => {
+            let status = imds_tun::status::gather(&state_dir, &device, metrics);
+            print!("{status}");
+            Ok(ExitCode::from(status.exit_code()))
+        }
+        Command::Completions { shell } => {
+            let mut cli = Cli::command();
+            clap_complete::generate(shell, &mut cli, "imds-tun", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Up {
             config,
             device,
@@ -250,10 +401,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             paths,
             doors,
             keys,
+            observe,
         } => {
             // Before the key store is opened, so an unprivileged run says only that.
             up::require_privileges()?;
             let (snapshot, keys) = prepare(config.as_ref(), &doors, &keys)?;
+            let metrics = observe.start(log_format)?;
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
@@ -265,6 +418,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 paths: paths.paths(),
                 config_file: config,
                 overrides: doors.overrides(),
+                metrics,
             };
             up::run(snapshot, keys, opts)?;
             Ok(ExitCode::SUCCESS)
@@ -279,8 +433,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             doors,
             keys,
+            observe,
         } => {
             let (snapshot, keys) = prepare(config.as_ref(), &doors, &keys)?;
+            observe.start(log_format)?;
             serve(snapshot, keys, &listen, config, doors.overrides())
         }
         Command::Jwks { config, keys } => {

@@ -110,6 +110,14 @@ impl Reloader {
             self.overrides.apply(&mut c);
             Snapshot::build(c, &self.keys, &source)
         });
+        crate::metrics::global()
+            .counter(
+                "imds_tun_config_reloads_total",
+                "Configuration reloads (SIGHUP, the watched file, control), by result; a failed \
+                 one keeps the previous configuration.",
+                &[("result", if result.is_ok() { "ok" } else { "failed" })],
+            )
+            .inc();
         match result {
             Ok(s) => {
                 let before = self.cell.load();

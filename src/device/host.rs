@@ -334,6 +334,12 @@ impl HostGuard {
         Ok(path)
     }
 
+    /// Names the metrics endpoint in the record (saved), so `imds-tun status` finds it.
+    pub fn record_metrics(&mut self, addr: std::net::SocketAddr) -> Result<(), HostError> {
+        self.record.metrics = Some(addr);
+        self.save()
+    }
+
     fn save(&self) -> Result<(), HostError> {
         self.record
             .save(&self.paths.state_dir)

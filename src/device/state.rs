@@ -66,6 +66,10 @@ pub struct Record {
     /// opens, so `down` finds it after a crash.
     #[serde(default)]
     pub himds_journal: Option<PathBuf>,
+    /// Where the metrics endpoint listens (`--metrics`), for `imds-tun status`. Nothing to
+    /// undo: the listener dies with the process.
+    #[serde(default)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 pub const RECORD_VERSION: u32 = 1;

@@ -4,8 +4,9 @@
 //! Contract: [`Engine`] owns one device (one TUN queue) and the connections the kernel steers
 //! to it. It is driven with time passed in: [`Engine::handle_ready`] drains up to a batch of
 //! packets and answers every request they complete, [`Engine::handle_timeout`] runs TCP
-//! timers, [`Engine::flush`] writes every pending segment (one writev each), and
-//! [`Engine::poll_at`] says when to come back. A request answered
+//! timers, [`Engine::flush`] writes every pending segment (one writev each),
+//! [`Engine::handle_flushed`] records the answered requests' latency and publishes the
+//! counters ([`crate::metrics`]), and [`Engine::poll_at`] says when to come back. A request answered
 //! [`crate::http::Reply::Pending`] parks its connection (see [`crate::pending`]);
 //! [`Engine::handle_wakeup`] answers it when the engine's wake-up eventfd says its ticket is
 //! done, or with the error at its deadline, while every other connection is served as usual. [`driver`] is the thin blocking loop around it
@@ -29,6 +30,8 @@ use crate::caller::{CallerLookup, Callers};
 use crate::cloud::{Door, RequestContext};
 use crate::device::{Device, MAX_PACKET};
 use crate::http::exchange::{respond_all, Outgoing};
+use crate::metrics::answered::Answered;
+use crate::metrics::{EngineSlot, Observer};
 use crate::pending::{Ticket, Wake, PARK_LIMIT};
 use crate::snapshot::SnapshotCell;
 use crate::tcp::{ConnId, ConnTable, TcpConfig};
@@ -107,6 +110,11 @@ pub struct Engine<D: Device> {
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
+    /// Where answered requests are counted and logged, and this thread's counters published
+    /// ([`Engine::export`]); `None` in tests that do not look.
+    observer: Option<(Observer, Arc<EngineSlot>)>,
+    /// Requests answered since the last [`Engine::handle_flushed`] (capacity reused).
+    answered: Vec<Answered>,
 }
 
 impl<D: Device> Engine<D> {
@@ -129,6 +137,24 @@ impl<D: Device> Engine<D> {
             out: Vec::with_capacity(8),
             parked: Vec::new(),
             wakeup: None,
+            observer: None,
+            answered: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Counts and logs every answered request through `observer`, and publishes this
+    /// engine's TCP and packet counters to `slot` at each [`Engine::handle_flushed`].
+    pub fn export(&mut self, observer: Observer, slot: Arc<EngineSlot>) {
+        self.observer = Some((observer, slot));
+    }
+
+    /// The responses queued so far were written at `done`: records their requests' latency
+    /// (and access log lines) and publishes the counters. The driver calls it after
+    /// [`Engine::flush`].
+    pub fn handle_flushed(&mut self, done: std::time::Instant) {
+        if let Some((observer, slot)) = &self.observer {
+            observer.finish(&mut self.answered, done);
+            slot.publish(self.tcp.counters(), &self.counters, self.tcp.class_counts());
         }
     }
 
@@ -161,8 +187,13 @@ impl<D: Device> Engine<D> {
                 Some(_) => false,
             };
             if ready {
-                app.parked = None;
-                self.answer(id, now, wall);
+                // Latency counts from when the request was parked (its bytes were read).
+                let arrival = app
+                    .parked
+                    .take()
+                    .and_then(|(_, deadline)| deadline.checked_sub(PARK_LIMIT))
+                    .unwrap_or(now);
+                self.answer(id, arrival, wall);
             } else {
                 self.parked.push(id);
             }
@@ -283,7 +314,7 @@ impl<D: Device> Engine<D> {
 
     /// Answers every complete request buffered on `id`, and closes when HTTP says so or the
     /// peer has finished sending. A parked connection is left alone until its ticket is done
-    /// ([`Engine::handle_wakeup`]).
+    /// ([`Engine::handle_wakeup`]). `now` is when the request's bytes were read.
     fn answer(&mut self, id: ConnId, now: std::time::Instant, wall: SystemTime) {
         let Some((local, peer)) = self.tcp.endpoints(id) else {
             return;
@@ -310,7 +341,19 @@ impl<D: Device> Engine<D> {
                 door: Door::at_address(local.ip()),
                 callers: lookup.and_then(|l| Callers::new(&snapshot.config.callers, l)),
             };
-            let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
+            let progress = match &self.observer {
+                Some((observer, _)) => {
+                    let mut sink = observer.sink(
+                        &mut self.out,
+                        &mut self.answered,
+                        ctx.door,
+                        peer,
+                        (now, wall),
+                    );
+                    respond_all(data, &snapshot, &ctx, &limits, &mut sink)
+                }
+                None => respond_all(data, &snapshot, &ctx, &limits, &mut self.out),
+            };
             self.counters.requests += progress.answered as u64;
             self.tcp.consume(id, progress.consumed);
             for o in self.out.drain(..) {

@@ -28,6 +28,7 @@ use super::Engine;
 use crate::config::{self, Config};
 use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
 use crate::doors::{DoorError, Doors};
+use crate::metrics::{self, Observer};
 use crate::reload::{self, Reloader};
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use crate::tcp::TcpConfig;
@@ -53,6 +54,8 @@ pub struct UpOptions {
     pub config_file: Option<PathBuf>,
     /// What the command line turns on over the file, kept across reloads.
     pub overrides: config::Overrides,
+    /// The metrics endpoint already listening, named in the record for `imds-tun status`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why `up` failed.
@@ -92,6 +95,12 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     let plan = plan(&snapshot.config, &opts);
     let tcp = tcp_config(&snapshot.config, &plan.routes);
     let mut guard = HostSetup::apply(&plan)?;
+    if let Some(addr) = opts.metrics {
+        if let Err(e) = guard.record_metrics(addr) {
+            let _ = guard.teardown();
+            return Err(e.into());
+        }
+    }
     let queues = guard.take_queues();
     let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
@@ -145,6 +154,7 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
             }
         };
         let mut engine = Engine::new(device, tcp.clone(), isn_key, Arc::clone(&cell), started);
+        engine.export(Observer::new(), metrics::global().engine_slot());
         let stop = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name(format!("imds-tun-q{i}"))

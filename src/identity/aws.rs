@@ -21,7 +21,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use super::keys::IdentityKeys;
-use super::source::{admit, NoToken};
+use super::source::{admit, IssueCounts, NoToken};
 use crate::caller::Asker;
 
 /// New credentials every hour.
@@ -57,6 +57,9 @@ impl fmt::Debug for Credentials {
 /// Where a role's credentials come from.
 pub trait CredentialSource: Send + Sync + fmt::Debug {
     fn credentials(&self, now: u64) -> Result<Credentials, NoToken>;
+
+    /// Where its credentials come from (see [`crate::identity::TokenSource::source_kind`]).
+    fn source_kind(&self) -> &'static str;
 }
 
 /// A source with its audit line.
@@ -64,12 +67,14 @@ pub trait CredentialSource: Send + Sync + fmt::Debug {
 pub struct CredentialIssuer {
     role: String,
     source: Box<dyn CredentialSource>,
+    counts: IssueCounts,
 }
 
 impl CredentialIssuer {
     pub fn new(role: &str, source: Box<dyn CredentialSource>) -> Self {
         CredentialIssuer {
             role: role.to_string(),
+            counts: IssueCounts::new(role, "credentials", source.source_kind()),
             source,
         }
     }
@@ -77,8 +82,13 @@ impl CredentialIssuer {
     /// The credentials for `asker`, if the caller policy lets it have them; logs the issue
     /// (or the denial).
     pub fn issue(&self, now: u64, asker: &Asker<'_>) -> Result<Credentials, NoToken> {
-        let allowed = admit(asker, &format!("credentials of role {}", self.role))?;
-        let c = self.source.credentials(now)?;
+        let allowed = admit(asker, &format!("credentials of role {}", self.role))
+            .inspect_err(|e| self.counts.failed(e))?;
+        let c = self
+            .source
+            .credentials(now)
+            .inspect_err(|e| self.counts.failed(e))?;
+        self.counts.issued.inc();
         tracing::info!(
             role = %self.role,
             access_key_id = %c.access_key_id,
@@ -128,6 +138,9 @@ impl MintedCredentials {
 }
 
 impl CredentialSource for MintedCredentials {
+    fn source_kind(&self) -> &'static str {
+        "minted"
+    }
     fn credentials(&self, now: u64) -> Result<Credentials, NoToken> {
         let window = now / self.rotate_every;
         let last_updated = window * self.rotate_every;

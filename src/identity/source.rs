@@ -21,13 +21,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use serde_json::Value;
 
 use crate::caller::{Asker, Caller, Decision};
 use crate::http::{Prebuilt, Reply};
+use crate::metrics::Counter;
 use crate::pending::Ticket;
 
 /// Distinct requests an issuer remembers; past this, stale entries go, then all.
@@ -148,6 +149,10 @@ pub fn admit<'a>(asker: &Asker<'a>, what: &str) -> Result<Option<&'a Caller>, No
 /// Where one identity's tokens come from. See the module docs for the rules.
 pub trait TokenSource: Send + Sync + fmt::Debug {
     fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken>;
+
+    /// Where its tokens come from, the `source` label of `imds_tun_tokens_issued_total`:
+    /// `minted`, `static`, `upstream`, `command` or `unavailable`.
+    fn source_kind(&self) -> &'static str;
 }
 
 /// The start of the reissue window `now` falls in: minted tokens are issued at window starts,
@@ -165,6 +170,8 @@ pub struct Issuer {
     kind: &'static str,
     source: Box<dyn TokenSource>,
     cache: Mutex<HashMap<String, Token>>,
+    /// Tokens handed out, and requests that got none ([`crate::metrics`]).
+    counts: IssueCounts,
 }
 
 impl fmt::Debug for Issuer {
@@ -183,18 +190,22 @@ impl Issuer {
         kind: &'static str,
         source: Box<dyn TokenSource>,
     ) -> Self {
+        let identity = identity.into();
+        let counts = IssueCounts::new(&identity, kind, source.source_kind());
         Issuer {
-            identity: identity.into(),
+            identity,
             kind,
             source,
             cache: Mutex::new(HashMap::new()),
+            counts,
         }
     }
 
     /// A token for `req`, from the cache while it is fresh, if the caller policy lets
     /// `asker` have it; logs the issue (or the denial).
     pub fn issue(&self, req: &TokenRequest<'_>, asker: &Asker<'_>) -> Result<Token, NoToken> {
-        let allowed = admit(asker, &format!("{} of {}", self.kind, self.identity))?;
+        let allowed = admit(asker, &format!("{} of {}", self.kind, self.identity))
+            .inspect_err(|e| self.counts.failed(e))?;
         let key = format!(
             "{}\n{}\n{}{}",
             req.audience, req.scopes, req.full as u8, req.licenses as u8
@@ -207,7 +218,10 @@ impl Issuer {
         let token = match cached {
             Some(t) => t,
             None => {
-                let t = self.source.issue(req)?;
+                let t = self
+                    .source
+                    .issue(req)
+                    .inspect_err(|e| self.counts.failed(e))?;
                 if req.now < t.fresh_until {
                     self.with_cache(|c| {
                         if c.len() >= MAX_CACHED {
@@ -234,6 +248,7 @@ impl Issuer {
                 "; decision=allow by the caller policy: {c}"
             ))
         );
+        self.counts.issued.inc();
         Ok(token)
     }
 
@@ -242,6 +257,50 @@ impl Issuer {
             Ok(mut guard) => f(&mut guard),
             // A panic while holding the lock leaves a map that is still whole.
             Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+/// The counters of one issuer: tokens (or credentials) handed out, and requests that got
+/// none because the source was unavailable, labelled by identity, kind and source. Shared by
+/// every issuer of the same labels, so they survive reloads.
+#[derive(Debug)]
+pub struct IssueCounts {
+    pub issued: Arc<Counter>,
+    pub unavailable: Arc<Counter>,
+    /// Requests the caller policy refused ([`crate::caller`]).
+    pub denied: Arc<Counter>,
+}
+
+impl IssueCounts {
+    pub fn new(identity: &str, kind: &str, source: &str) -> IssueCounts {
+        let labels = [("identity", identity), ("kind", kind), ("source", source)];
+        let registry = crate::metrics::global();
+        IssueCounts {
+            issued: registry.counter(
+                "imds_tun_tokens_issued_total",
+                "Tokens and credentials handed out (cache hits included), by identity, kind and source.",
+                &labels,
+            ),
+            unavailable: registry.counter(
+                "imds_tun_tokens_unavailable_total",
+                "Token and credential requests answered with an error because the source had none.",
+                &labels,
+            ),
+            denied: registry.counter(
+                "imds_tun_tokens_denied_total",
+                "Token and credential requests the caller policy refused.",
+                &labels,
+            ),
+        }
+    }
+
+    /// Counts a request that got no token (a parked one is not a failure yet).
+    pub fn failed(&self, why: &NoToken) {
+        match why {
+            NoToken::Unavailable(_) => self.unavailable.inc(),
+            NoToken::Denied => self.denied.inc(),
+            NoToken::Pending(_) => {}
         }
     }
 }
@@ -277,6 +336,9 @@ impl StaticToken {
 }
 
 impl TokenSource for StaticToken {
+    fn source_kind(&self) -> &'static str {
+        "static"
+    }
     fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let now = req.now;
         let c = self.claims;
@@ -386,6 +448,9 @@ mod tests {
     struct Counting(AtomicU32);
 
     impl TokenSource for Counting {
+        fn source_kind(&self) -> &'static str {
+            "minted"
+        }
         fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
             let n = self.0.fetch_add(1, Ordering::SeqCst);
             let start = window_start(req.now, 300);

@@ -70,16 +70,21 @@ pub struct Server {
 impl Server {
     /// Starts the server with `config` (or the embedded default) and waits for its ready line.
     pub fn start(config: Option<&Path>) -> Server {
-        Server::start_with(config, &[], Stdio::inherit())
+        Server::start_with(config, &[])
     }
 
-    /// [`Server::start`] with more arguments and its standard error (the log) going to `log`.
+    /// [`Server::start`] with more arguments for `serve`.
+    pub fn start_with(config: Option<&Path>, args: &[&str]) -> Server {
+        Server::spawn(config, args, Stdio::inherit())
+    }
+
+    /// [`Server::start_with`] with its standard error (the log) going to `log`.
     pub fn start_logged(config: Option<&Path>, args: &[&str], log: &Path) -> Server {
         let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        Server::start_with(config, args, Stdio::from(file))
+        Server::spawn(config, args, Stdio::from(file))
     }
 
-    fn start_with(config: Option<&Path>, args: &[&str], stderr: Stdio) -> Server {
+    fn spawn(config: Option<&Path>, args: &[&str], stderr: Stdio) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imds-tun"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--key-dir"])
             .arg(key_dir())
