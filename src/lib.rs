@@ -23,6 +23,7 @@
 //! pending    parked requests: tickets on work off the packet path, and waking the front door
 //! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
 //!            App Service, legacy VM extension
+//! notify     sd_notify(3) for systemd's Type=notify (READY, RELOADING, STOPPING)
 //! status     `imds-tun status`: the state directory and a scrape, summarised
 //! metrics/   the Prometheus registry (requests, tokens, TCP, latency), its text format and
 //!            the opt-in loopback endpoint; every feature exports its counters through it
@@ -45,6 +46,7 @@ pub mod http;
 pub mod identity;
 pub mod listen;
 pub mod metrics;
+pub mod notify;
 pub mod pending;
 pub mod snapshot;
 pub mod status;

@@ -28,6 +28,7 @@ use crate::config::{self, Config};
 use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
 use crate::doors::{DoorError, Doors};
 use crate::metrics::{self, Observer};
+use crate::notify;
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use crate::tcp::TcpConfig;
 
@@ -194,9 +195,23 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         }
     }
 
-    while signals.wait()? == Signal::SIGHUP {
-        reload(&cell, &opts, &keys);
+    if notify::enabled() {
+        // systemd's "started" must mean "answering": ask the metadata address ourselves.
+        match answers(METADATA_V4, READINESS_LIMIT) {
+            Ok(()) => notify::notify_or_log("READY=1"),
+            Err(e) => tracing::error!(
+                "{METADATA_V4}:80 does not answer through {} ({e}); not telling systemd we are ready",
+                guard.device()
+            ),
+        }
     }
+
+    while signals.wait()? == Signal::SIGHUP {
+        notify::notify_or_log(&notify::reloading_message());
+        reload(&cell, &opts, &keys);
+        notify::notify_or_log("READY=1");
+    }
+    notify::notify_or_log("STOPPING=1");
 
     stop.raise();
     let mut failure = None;
@@ -225,6 +240,38 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// How long `up` waits for its own readiness request to be answered.
+const READINESS_LIMIT: Duration = Duration::from_secs(10);
+
+/// Asks `GET /imds-tun/jwks` (answered whatever clouds are on) at `addr`:80 until a 200
+/// comes back or `limit` passes: the kernel routes it into the TUN device like any caller's.
+fn answers(addr: Ipv4Addr, limit: Duration) -> std::io::Result<()> {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    let target = SocketAddr::from((addr, 80));
+    loop {
+        let attempt = (|| {
+            let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.write_all(
+                b"GET /imds-tun/jwks HTTP/1.1\r\nHost: imds-tun-readiness\r\nConnection: close\r\n\r\n",
+            )?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)?;
+            if &head == b"HTTP/1.1 200" {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("unexpected answer"))
+            }
+        })();
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
