@@ -155,7 +155,16 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         let handle = std::thread::Builder::new()
             .name(format!("imds-tun-q{i}"))
             .spawn(move || {
-                let result = driver::run(&mut engine, &stop).map_err(|e| e.to_string());
+                // A panic (a bug) must not leave the host half-served: it is caught here and
+                // handled as a failure, so the main thread restores the host (Cargo.toml's
+                // release profile says why unwinding).
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    driver::run(&mut engine, &stop)
+                }));
+                let result = match run {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("panicked (the message is above)".to_string()),
+                };
                 // What this queue did, for post-mortems of soaks and incidents: the engine's
                 // packet counts and every TCP drop/reset/retransmission reason.
                 let (half_open, established, time_wait) = engine.tcp().class_counts();
