@@ -15,6 +15,8 @@
 //!            command token and credential sources behind one trait, with caching and the audit
 //!            log
 //! snapshot   the immutable, pre-serialised response store all front doors answer from
+//! live/      what changes while running: scheduled, spot and maintenance events, injected
+//!            faults; shared by every snapshot of a cell
 //! wire/      IPv4/IPv6/TCP parse and emit, checksums (etherparse stays in here)
 //! tcp/       server-side TCP: connection table, state machine, timers (pure, no I/O)
 //! device/    TUN, in-memory, fault-injecting and pcap devices; routes; hosts file; host state
@@ -40,6 +42,7 @@ pub mod engine;
 pub mod http;
 pub mod identity;
 pub mod listen;
+pub mod live;
 pub mod pending;
 pub mod snapshot;
 pub mod tcp;

@@ -13,6 +13,10 @@
 //! connection: the task waits on the ticket (at most [`PARK_LIMIT`]) without reading further,
 //! then answers the buffer again. Other connections, being other tasks, are not held up.
 //!
+//! An injected failure ([`crate::live::faults`]) that drops the connection ends it with a RST
+//! (`SO_LINGER` 0, then close) or a FIN, without an answer; an injected latency delays the
+//! connection's task only.
+//!
 //! Invariants: a connection buffers at most one request's worth of bytes (head and body
 //! limits); the per-connection buffers are reused, so a static answer allocates nothing.
 
@@ -26,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::cloud::{Door, RequestContext};
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
+use crate::http::DropKind;
 use crate::pending::{Wake, PARK_LIMIT};
 use crate::snapshot::SnapshotCell;
 
@@ -154,9 +159,16 @@ async fn connection(
             }),
         };
         for o in out.drain(..) {
+            if let Some(delay) = o.delay {
+                // An injected latency: only this connection's task waits.
+                tokio::time::sleep(delay).await;
+            }
             stream.write_all(&o.bytes).await?;
         }
         buf.drain(..progress.consumed);
+        if let Some(kind) = progress.drop {
+            return drop_connection(stream, kind).await;
+        }
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,
             // A pipelined request already began; its clock starts now.
@@ -182,4 +194,21 @@ async fn connection(
             request_started = None;
         }
     }
+}
+
+/// Ends a connection without answering: RST (linger 0) or FIN.
+async fn drop_connection(mut stream: TcpStream, kind: DropKind) -> std::io::Result<()> {
+    match kind {
+        DropKind::Reset => {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger)
+                .map_err(std::io::Error::from)?;
+            drop(stream);
+        }
+        DropKind::Close => stream.shutdown().await?,
+    }
+    Ok(())
 }

@@ -28,6 +28,7 @@ use std::time::SystemTime;
 use crate::cloud::{Door, RequestContext};
 use crate::device::{Device, MAX_PACKET};
 use crate::http::exchange::{respond_all, Outgoing};
+use crate::http::DropKind;
 use crate::pending::{Ticket, Wake, PARK_LIMIT};
 use crate::snapshot::SnapshotCell;
 use crate::tcp::{ConnId, ConnTable, TcpConfig};
@@ -65,6 +66,18 @@ pub struct Exchange {
     /// The first unanswered request waits on this ticket until the deadline; it and the
     /// bytes after it stay in the receive buffer.
     parked: Option<(Ticket, std::time::Instant)>,
+    /// An answer injected latency holds back until its time; nothing after it is answered
+    /// before it is sent.
+    held: Option<Held>,
+}
+
+/// An answer waiting for its time ([`crate::http::Reply::Later`]).
+#[derive(Debug)]
+struct Held {
+    out: Outgoing,
+    at: std::time::Instant,
+    /// The connection closes after it (`Connection: close`).
+    close: bool,
 }
 
 /// A monotonic clock origin, so TCP's microsecond [`crate::tcp::Instant`] can be derived from
@@ -148,6 +161,14 @@ impl<D: Device> Engine<D> {
             let Some(app) = self.tcp.app_mut(id) else {
                 continue; // the connection is gone
             };
+            if let Some(held) = app.held.take_if(|h| h.at <= now) {
+                self.release(id, held, now, wall);
+                continue;
+            }
+            if app.held.is_some() {
+                self.parked.push(id);
+                continue;
+            }
             let ready = match &app.parked {
                 None => continue,
                 Some((ticket, _)) if ticket.is_done() => true,
@@ -230,7 +251,11 @@ impl<D: Device> Engine<D> {
         let parked = self
             .parked
             .iter()
-            .filter_map(|id| self.tcp.app(*id)?.parked.as_ref().map(|(_, at)| *at))
+            .filter_map(|id| {
+                let app = self.tcp.app(*id)?;
+                let held = app.held.as_ref().map(|h| h.at);
+                app.parked.as_ref().map(|(_, at)| *at).or(held)
+            })
             .min();
         [tcp, self.device.poll_at(), parked]
             .into_iter()
@@ -285,7 +310,11 @@ impl<D: Device> Engine<D> {
         let Some((local, peer)) = self.tcp.endpoints(id) else {
             return;
         };
-        if self.tcp.app(id).is_some_and(|a| a.parked.is_some()) {
+        if self
+            .tcp
+            .app(id)
+            .is_some_and(|a| a.parked.is_some() || a.held.is_some())
+        {
             return;
         }
         let closing = self.tcp.app(id).is_some_and(|a| a.closing);
@@ -308,10 +337,37 @@ impl<D: Device> Engine<D> {
             let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
             self.counters.requests += progress.answered as u64;
             self.tcp.consume(id, progress.consumed);
+            let mut held = None;
             for o in self.out.drain(..) {
+                if let Some(delay) = o.delay {
+                    held = Some(Held {
+                        out: o,
+                        at: now + delay,
+                        close: progress.close,
+                    });
+                    break;
+                }
                 if self.tcp.send(id, o.bytes, o.sum, o.ip_ttl).is_err() {
                     break;
                 }
+            }
+            if let Some(held) = held {
+                // Sent by `handle_wakeup` at its time; the close (if any) after it.
+                if let Some(app) = self.tcp.app_mut(id) {
+                    app.held = Some(held);
+                    self.parked.push(id);
+                }
+                return;
+            }
+            if let Some(kind) = progress.drop {
+                if let Some(app) = self.tcp.app_mut(id) {
+                    app.closing = true;
+                }
+                match kind {
+                    DropKind::Reset => self.tcp.abort(id),
+                    DropKind::Close => self.tcp.close(id),
+                }
+                return;
             }
             if progress.close {
                 if let Some(app) = self.tcp.app_mut(id) {
@@ -331,6 +387,22 @@ impl<D: Device> Engine<D> {
         // The peer sent FIN: whatever is left is an incomplete request that cannot complete.
         if self.tcp.recv_closed(id) {
             self.tcp.close(id);
+        }
+    }
+
+    /// Sends an answer whose time has come, then closes or answers what followed it.
+    fn release(&mut self, id: ConnId, held: Held, now: std::time::Instant, wall: SystemTime) {
+        let o = held.out;
+        let _ = self.tcp.send(id, o.bytes, o.sum, o.ip_ttl);
+        if held.close {
+            if let Some(app) = self.tcp.app_mut(id) {
+                app.closing = true;
+            }
+            self.tcp.close(id);
+            let rest = self.tcp.recv_data(id).len();
+            self.tcp.consume(id, rest);
+        } else {
+            self.answer(id, now, wall);
         }
     }
 

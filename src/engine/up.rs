@@ -90,6 +90,11 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     let queues = guard.take_queues();
     let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
+    // Moves events along in time (it inherits the blocked signals; it ends with the process).
+    if let Err(e) = crate::live::ticker::spawn(&cell) {
+        let _ = guard.teardown();
+        return Err(e.into());
+    }
     // The token doors on kernel sockets (HIMDS, App Service, legacy MSI) run on a small
     // runtime of their own; its threads inherit the blocked signals.
     let himds_journal = if config.azure.enabled && config.azure.himds.enabled {

@@ -39,6 +39,7 @@
 
 mod minted;
 mod page;
+pub use page::fault;
 mod query;
 mod routes;
 mod tree;
