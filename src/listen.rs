@@ -18,7 +18,9 @@
 //! connection's task only.
 //!
 //! Invariants: a connection buffers at most one request's worth of bytes (head and body
-//! limits); the per-connection buffers are reused, so a static answer allocates nothing.
+//! limits), and between requests none at all: whole requests are read into and answered from
+//! the worker thread's scratch buffer, so a static answer allocates nothing and an idle
+//! keep-alive connection costs its task and socket only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,34 @@ use crate::snapshot::SnapshotCell;
 
 /// How many bytes one read may bring.
 const READ_SIZE: usize = 4096;
+
+thread_local! {
+    /// Each runtime worker thread's read buffer: a read whose bytes are all answered at once
+    /// (nearly every read) needs no buffer of the connection's own. Borrowed only between
+    /// awaits, so tasks moving between threads never share it.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(READ_SIZE));
+}
+
+/// What one non-blocking read brought.
+enum Filled {
+    Data,
+    WouldBlock,
+    Closed,
+}
+
+/// Appends at most one read's worth of bytes from `stream` to `buf`.
+fn fill(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Filled> {
+    if buf.capacity() - buf.len() < READ_SIZE {
+        buf.reserve(READ_SIZE);
+    }
+    match stream.try_read_buf(buf) {
+        Ok(0) => Ok(Filled::Closed),
+        Ok(_) => Ok(Filled::Data),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Filled::WouldBlock),
+        Err(e) => Err(e),
+    }
+}
 
 /// Binds every address; fails on the first that cannot be bound.
 pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
@@ -107,9 +137,11 @@ async fn connection(
     let idle = Duration::from_secs(snapshot.config.server.idle_timeout_secs);
     let header = Duration::from_secs(snapshot.config.server.header_timeout_secs);
     let cap = limits.max_head_bytes + limits.max_body_bytes;
-    // Buffers are taken on the first request, not on accept: an idle connection costs only
-    // its task and socket (10,000 idle clients are a benchmark case). Once taken they are kept
-    // for the connection's life, so keep-alive requests allocate nothing.
+    // Bytes a connection keeps between reads: only an unfinished request (or pipelined
+    // requests behind a parked one). The common case, a whole request per read, goes through
+    // the worker thread's scratch buffer instead, so an idle keep-alive connection owns no
+    // buffer at all (10,000 idle clients are a benchmark case) and a static answer allocates
+    // nothing.
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
     // When the request now buffered began: it must be complete within the header timeout
@@ -120,8 +152,13 @@ async fn connection(
     let mut rerun = false;
     // Created on the first parked request only (the common path never parks).
     let mut wakeup: Option<Arc<tokio::sync::Notify>> = None;
+    // A client usually sends its request right after connecting, so by the time the
+    // connection is accepted the bytes are often there: read before waiting for readiness
+    // (a wait costs an epoll round and a task switch; a miss costs one EAGAIN).
+    let mut maybe_readable = true;
     loop {
-        if !std::mem::take(&mut rerun) {
+        let rerun_now = std::mem::take(&mut rerun);
+        if !rerun_now && !std::mem::take(&mut maybe_readable) {
             let deadline = match request_started {
                 Some(t) => t + header,
                 None => tokio::time::Instant::now() + idle,
@@ -129,20 +166,6 @@ async fn connection(
             match tokio::time::timeout_at(deadline, stream.readable()).await {
                 Err(_) => return Ok(()),
                 Ok(r) => r?,
-            }
-            // Never hold more than one request's worth of bytes plus one read; the parser
-            // rejects anything over its limits before that matters.
-            if buf.len() > cap {
-                return Ok(());
-            }
-            if buf.capacity() - buf.len() < READ_SIZE {
-                buf.reserve(READ_SIZE);
-            }
-            match stream.try_read_buf(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
             }
         }
         snapshot = cell.load();
@@ -152,12 +175,53 @@ async fn connection(
             local,
             door: door.door(),
         };
-        let progress = match &door {
-            FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),
-            FrontDoor::Himds(keys) => respond_all_with(&buf, &limits, &mut out, |req| {
+        let answer = |input: &[u8], out: &mut Vec<Outgoing>| match &door {
+            FrontDoor::Plain(_) => respond_all(input, &snapshot, &ctx, &limits, out),
+            FrontDoor::Himds(keys) => respond_all_with(input, &limits, out, |req| {
                 keys.respond(&snapshot, req, &ctx)
             }),
         };
+        let progress = if rerun_now || !buf.is_empty() {
+            if !rerun_now {
+                // Never hold more than one request's worth of bytes plus one read; the
+                // parser rejects anything over its limits before that matters.
+                if buf.len() > cap {
+                    return Ok(());
+                }
+                match fill(&stream, &mut buf)? {
+                    Filled::Data => {}
+                    Filled::WouldBlock => continue,
+                    Filled::Closed => return Ok(()),
+                }
+            }
+            let progress = answer(&buf, &mut out);
+            buf.drain(..progress.consumed);
+            if buf.is_empty() {
+                // Back to owning nothing once the slow path is over.
+                buf = Vec::new();
+            }
+            progress
+        } else {
+            let step = SCRATCH.with_borrow_mut(|scratch| {
+                scratch.clear();
+                match fill(&stream, scratch)? {
+                    Filled::Data => {}
+                    other => return Ok::<_, std::io::Error>(Err(other)),
+                }
+                let progress = answer(scratch, &mut out);
+                // An unfinished (or pipelined, parked) tail stays with the connection.
+                buf.extend_from_slice(&scratch[progress.consumed..]);
+                Ok(Ok(progress))
+            })?;
+            match step {
+                Ok(progress) => progress,
+                Err(Filled::WouldBlock) => continue,
+                Err(_) => return Ok(()),
+            }
+        };
+        // A delayed answer ends a round: requests pipelined behind it are answered after it,
+        // from the buffer, without waiting for more bytes.
+        let delayed = out.iter().any(|o| o.delay.is_some());
         for o in out.drain(..) {
             if let Some(delay) = o.delay {
                 // An injected latency: only this connection's task waits.
@@ -165,9 +229,11 @@ async fn connection(
             }
             stream.write_all(&o.bytes).await?;
         }
-        buf.drain(..progress.consumed);
         if let Some(kind) = progress.drop {
             return drop_connection(stream, kind).await;
+        }
+        if delayed && !buf.is_empty() && !progress.close {
+            rerun = true;
         }
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,
