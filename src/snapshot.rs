@@ -229,7 +229,7 @@ impl Snapshot {
             )),
         };
         self.live.fault(owner, req.path, ctx.now);
-        tracing::debug!(path = req.path, ?action, "injected fault");
+        tracing::info!(path = req.path, ?action, "injected fault");
         answer
     }
 

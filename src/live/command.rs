@@ -478,7 +478,7 @@ pub fn from_config(config: &Config) -> Vec<Command> {
             id: Some(e.event_id.clone()).filter(|id| !id.is_empty()),
             event_type: e.event_type.clone(),
             resources: e.resources.clone(),
-            description: Some(e.description.clone()),
+            description: Some(e.description.clone()).filter(|d| !d.is_empty()),
             source: e.event_source.clone(),
             duration_secs: e.duration_in_seconds,
             not_before,
