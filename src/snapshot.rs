@@ -410,7 +410,7 @@ impl SnapshotCell {
             self.live.reseed(&snapshot.config, now);
         }
         let snapshot = snapshot.with_live(Arc::clone(&self.live), now);
-        self.store(snapshot);
+        drop(self.store(snapshot));
     }
 
     /// Brings the snapshot up to the live state at `now`: when GCE's live values changed,
@@ -426,16 +426,19 @@ impl SnapshotCell {
         let live = Arc::clone(&self.live);
         let overlay = live.gce_overlay(now);
         match Snapshot::build_live(config, &current.keys, &current.source, live, overlay) {
-            Ok(s) => self.store(s),
+            Ok(s) => drop(self.store(s)),
             Err(e) => tracing::error!("cannot render the live GCE values: {e}"),
         }
     }
 
-    fn store(&self, snapshot: Snapshot) {
+    /// Swaps `snapshot` in; the one replaced is handed back. Every replacement goes through
+    /// here (reloads, edits, live GCE values), so this is where whoever waits for a change of
+    /// the snapshot (GCE's `wait_for_change`) is to be woken.
+    fn store(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         let new = Arc::new(snapshot);
         match self.current.write() {
-            Ok(mut guard) => *guard = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
+            Ok(mut guard) => std::mem::replace(&mut *guard, new),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),
         }
     }
 }
