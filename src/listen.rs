@@ -146,6 +146,7 @@ async fn connection(
             peer,
             local,
             door: door.door(),
+            wait_over: false,
         };
         let progress = match &door {
             FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),

@@ -304,6 +304,7 @@ impl<D: Device> Engine<D> {
                 peer,
                 local,
                 door: Door::at_address(local.ip()),
+                wait_over: false,
             };
             let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
             self.counters.requests += progress.answered as u64;
