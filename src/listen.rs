@@ -9,9 +9,12 @@
 //! request in progress) and a header timeout (a request started but not complete). No root is
 //! needed; this is also the contender "kernel TCP" in the benchmark.
 //!
-//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream) parks its
-//! connection: the task waits on the ticket (at most [`PARK_LIMIT`]) without reading further,
-//! then answers the buffer again. Other connections, being other tasks, are not held up.
+//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream, a hanging
+//! GET) parks its connection: the task waits on the ticket (at most
+//! [`crate::pending::Ticket::limit`] from its
+//! first park) without reading further, then answers the buffer again, with
+//! [`RequestContext::wait_over`] once the deadline has passed. Other connections, being other
+//! tasks, are not held up; a parked connection is a sleeping task, not a thread.
 //!
 //! Invariants: a connection buffers at most one request's worth of bytes (head and body
 //! limits); the per-connection buffers are reused, so a static answer allocates nothing.
@@ -26,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::cloud::{Door, RequestContext};
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
-use crate::pending::{Wake, PARK_LIMIT};
+use crate::pending::Wake;
 use crate::snapshot::SnapshotCell;
 
 /// How many bytes one read may bring.
@@ -111,12 +114,14 @@ async fn connection(
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
     let mut request_started: Option<tokio::time::Instant> = None;
-    // Set after a parked request's ticket is done: answer the buffer again before reading.
-    let mut rerun = false;
+    // Set after a parked request's ticket is done or its time is up: answer the buffer again
+    // before reading. `deadline` is the first park's; `over` says it has passed.
+    let mut rerun: Option<(tokio::time::Instant, bool)> = None;
     // Created on the first parked request only (the common path never parks).
     let mut wakeup: Option<Arc<tokio::sync::Notify>> = None;
     loop {
-        if !std::mem::take(&mut rerun) {
+        let this_run = rerun.take();
+        if this_run.is_none() {
             let deadline = match request_started {
                 Some(t) => t + header,
                 None => tokio::time::Instant::now() + idle,
@@ -146,7 +151,7 @@ async fn connection(
             peer,
             local,
             door: door.door(),
-            wait_over: false,
+            wait_over: this_run.is_some_and(|(_, over)| over),
         };
         let progress = match &door {
             FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),
@@ -172,14 +177,20 @@ async fn connection(
             // The request stays in `buf` (unconsumed): nothing after it is read or answered
             // until it is, which keeps pipelined answers in order. Other connections are
             // their own tasks and go on meanwhile.
+            // The same request parking again keeps its first deadline.
+            let deadline = match this_run {
+                Some((deadline, _)) if progress.answered == 0 => deadline,
+                _ => tokio::time::Instant::now() + ticket.limit(),
+            };
             let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
             let waker: Arc<dyn Wake> = notify.clone();
             ticket.on_done(&waker);
-            let parked = tokio::time::timeout(PARK_LIMIT, notify.notified()).await;
+            let parked = tokio::time::timeout_at(deadline, notify.notified()).await;
+            let over = parked.is_err() || tokio::time::Instant::now() >= deadline;
             if parked.is_err() {
                 ticket.time_out();
             }
-            rerun = true;
+            rerun = Some((deadline, over));
             request_started = None;
         }
     }

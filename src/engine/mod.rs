@@ -8,7 +8,10 @@
 //! [`Engine::poll_at`] says when to come back. A request answered
 //! [`crate::http::Reply::Pending`] parks its connection (see [`crate::pending`]);
 //! [`Engine::handle_wakeup`] answers it when the engine's wake-up eventfd says its ticket is
-//! done, or with the error at its deadline, while every other connection is served as usual. [`driver`] is the thin blocking loop around it
+//! done, or at its deadline (the error for a token flight, the current value for a hanging
+//! GET), while every other connection is served as usual. A parked request is a ticket in
+//! its connection's state, held from TCP's header and idle timeouts: thousands cost only
+//! their connections. [`driver`] is the thin blocking loop around it
 //! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
 //!
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
@@ -28,7 +31,7 @@ use std::time::SystemTime;
 use crate::cloud::{Door, RequestContext};
 use crate::device::{Device, MAX_PACKET};
 use crate::http::exchange::{respond_all, Outgoing};
-use crate::pending::{Ticket, Wake, PARK_LIMIT};
+use crate::pending::{Ticket, Wake};
 use crate::snapshot::SnapshotCell;
 use crate::tcp::{ConnId, ConnTable, TcpConfig};
 use crate::wire::{self, Malformed, Packet};
@@ -63,8 +66,17 @@ pub struct Exchange {
     /// are read on this connection.
     closing: bool,
     /// The first unanswered request waits on this ticket until the deadline; it and the
-    /// bytes after it stay in the receive buffer.
+    /// bytes after it stay in the receive buffer, held from TCP's header and idle timeouts.
     parked: Option<(Ticket, std::time::Instant)>,
+}
+
+/// How a request is being answered: for the first time, or re-run after it was parked.
+#[derive(Clone, Copy, Debug)]
+struct Rerun {
+    /// The deadline of its first park: parking the same request again keeps it.
+    deadline: std::time::Instant,
+    /// The deadline has passed: a hanging GET answers now.
+    over: bool,
 }
 
 /// A monotonic clock origin, so TCP's microsecond [`crate::tcp::Instant`] can be derived from
@@ -101,6 +113,9 @@ pub struct Engine<D: Device> {
     out: Vec<Outgoing>,
     /// Connections with a parked request (see [`crate::pending`]).
     parked: Vec<ConnId>,
+    /// The earliest deadline of the parked requests (kept so that `poll_at` and
+    /// `handle_wakeup` cost nothing per loop while thousands of hanging GETs wait).
+    parked_until: Option<std::time::Instant>,
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
@@ -125,6 +140,7 @@ impl<D: Device> Engine<D> {
             echo: vec![0u8; MAX_PACKET].into_boxed_slice(),
             out: Vec::with_capacity(8),
             parked: Vec::new(),
+            parked_until: None,
             wakeup: None,
         }
     }
@@ -134,36 +150,52 @@ impl<D: Device> Engine<D> {
         self.wakeup.as_ref().map(|w| w.fd())
     }
 
-    /// Re-runs every parked request whose ticket is done, and answers the error for those
-    /// parked past their deadline ([`PARK_LIMIT`]). Costs nothing while none is parked.
+    /// Re-runs every parked request whose ticket is done, and those whose deadline passed (a
+    /// token flight then fails; a hanging GET answers its current value). Costs nothing while
+    /// none is parked, and only an eventfd read while none is due.
     pub fn handle_wakeup(&mut self, now: std::time::Instant, wall: SystemTime) {
         if self.parked.is_empty() {
             return;
         }
-        if let Some(w) = &self.wakeup {
-            w.drain();
+        let signalled = self.wakeup.as_ref().is_some_and(|w| w.drain());
+        if !signalled && self.parked_until.is_none_or(|at| at > now) {
+            return;
         }
         let parked = std::mem::take(&mut self.parked);
+        self.parked_until = None;
         for id in parked {
             let Some(app) = self.tcp.app_mut(id) else {
                 continue; // the connection is gone
             };
-            let ready = match &app.parked {
+            let rerun = match &app.parked {
                 None => continue,
-                Some((ticket, _)) if ticket.is_done() => true,
+                Some((ticket, deadline)) if ticket.is_done() => Rerun {
+                    deadline: *deadline,
+                    over: *deadline <= now,
+                },
                 Some((ticket, deadline)) if *deadline <= now => {
                     ticket.time_out();
-                    true
+                    Rerun {
+                        deadline: *deadline,
+                        over: true,
+                    }
                 }
-                Some(_) => false,
+                Some((_, deadline)) => {
+                    let at = *deadline;
+                    self.parked.push(id);
+                    self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                    continue;
+                }
             };
-            if ready {
-                app.parked = None;
-                self.answer(id, now, wall);
-            } else {
-                self.parked.push(id);
-            }
+            app.parked = None;
+            self.tcp.hold(id, false, self.clock.tcp(now));
+            self.answer(id, now, wall, Some(rerun));
         }
+    }
+
+    /// Requests parked now (hanging GETs, token fetches), over all connections.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
     }
 
     pub fn counters(&self) -> &EngineCounters {
@@ -227,12 +259,7 @@ impl<D: Device> Engine<D> {
     /// When the engine next has something to do without new packets.
     pub fn poll_at(&self) -> Option<std::time::Instant> {
         let tcp = self.tcp.poll_at().map(|t| self.clock.std(t));
-        let parked = self
-            .parked
-            .iter()
-            .filter_map(|id| self.tcp.app(*id)?.parked.as_ref().map(|(_, at)| *at))
-            .min();
-        [tcp, self.device.poll_at(), parked]
+        [tcp, self.device.poll_at(), self.parked_until]
             .into_iter()
             .flatten()
             .min()
@@ -249,7 +276,7 @@ impl<D: Device> Engine<D> {
         match packet {
             Packet::Tcp(seg) => {
                 if let Some(id) = self.tcp.handle_segment(self.clock.tcp(now), &seg) {
-                    self.answer(id, now, wall);
+                    self.answer(id, now, wall, None);
                 }
             }
             Packet::EchoRequest(req) => {
@@ -280,8 +307,14 @@ impl<D: Device> Engine<D> {
 
     /// Answers every complete request buffered on `id`, and closes when HTTP says so or the
     /// peer has finished sending. A parked connection is left alone until its ticket is done
-    /// ([`Engine::handle_wakeup`]).
-    fn answer(&mut self, id: ConnId, now: std::time::Instant, wall: SystemTime) {
+    /// ([`Engine::handle_wakeup`]), which re-runs it with `rerun`.
+    fn answer(
+        &mut self,
+        id: ConnId,
+        now: std::time::Instant,
+        wall: SystemTime,
+        rerun: Option<Rerun>,
+    ) {
         let Some((local, peer)) = self.tcp.endpoints(id) else {
             return;
         };
@@ -304,7 +337,7 @@ impl<D: Device> Engine<D> {
                 peer,
                 local,
                 door: Door::at_address(local.ip()),
-                wait_over: false,
+                wait_over: rerun.is_some_and(|r| r.over),
             };
             let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
             self.counters.requests += progress.answered as u64;
@@ -324,7 +357,9 @@ impl<D: Device> Engine<D> {
                 return;
             }
             if let Some(ticket) = progress.pending {
-                self.park(id, ticket, now);
+                // The same request parking again keeps its first deadline.
+                let keep = rerun.filter(|_| progress.answered == 0).map(|r| r.deadline);
+                self.park(id, ticket, now, keep);
                 // The parked request is complete: a FIN after it does not end the exchange.
                 return;
             }
@@ -335,8 +370,15 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Holds `id`'s first unanswered request until `ticket` is done or [`PARK_LIMIT`] passes.
-    fn park(&mut self, id: ConnId, ticket: Ticket, now: std::time::Instant) {
+    /// Holds `id`'s first unanswered request until `ticket` is done or its deadline passes:
+    /// `keep`, else the ticket's limit from now.
+    fn park(
+        &mut self,
+        id: ConnId,
+        ticket: Ticket,
+        now: std::time::Instant,
+        keep: Option<std::time::Instant>,
+    ) {
         if self.wakeup.is_none() {
             match EventFd::new() {
                 Ok(fd) => self.wakeup = Some(Arc::new(fd)),
@@ -348,9 +390,12 @@ impl<D: Device> Engine<D> {
             let waker: Arc<dyn Wake> = w.clone();
             ticket.on_done(&waker);
         }
+        let deadline = keep.unwrap_or(now + ticket.limit());
         if let Some(app) = self.tcp.app_mut(id) {
-            app.parked = Some((ticket, now + PARK_LIMIT));
+            app.parked = Some((ticket, deadline));
             self.parked.push(id);
+            self.parked_until = Some(self.parked_until.map_or(deadline, |t| t.min(deadline)));
+            self.tcp.hold(id, true, self.clock.tcp(now));
         }
     }
 
