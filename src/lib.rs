@@ -34,6 +34,7 @@
 
 pub mod cloud;
 pub mod config;
+pub mod control;
 pub mod device;
 pub mod doors;
 pub mod engine;

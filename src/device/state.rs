@@ -66,6 +66,9 @@ pub struct Record {
     /// opens, so `down` finds it after a crash.
     #[serde(default)]
     pub himds_journal: Option<PathBuf>,
+    /// The control socket ([`crate::control`]), named here before it is bound.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
 }
 
 pub const RECORD_VERSION: u32 = 1;

@@ -194,6 +194,7 @@ impl Issuer {
                 t
             }
         };
+        TOKENS_ISSUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             identity = %self.identity,
             kind = self.kind,
@@ -213,6 +214,16 @@ impl Issuer {
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
     }
+}
+
+/// Tokens and credentials handed out by every [`Issuer`] since the process started (issuers
+/// are rebuilt with each snapshot; the count is the process's). Not on the static answer
+/// path: issuing already takes the cache lock.
+static TOKENS_ISSUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many tokens the process has issued (`imds-tun ctl status`).
+pub fn tokens_issued() -> u64 {
+    TOKENS_ISSUED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Lifetime assumed for a static token whose claims do not say (managed identity tokens last
