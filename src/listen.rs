@@ -27,8 +27,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cloud::{Door, RequestContext};
+use crate::control::status::FrontStats;
 use crate::doors::HimdsKeys;
-use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
+use crate::http::exchange::{respond_all_with, Outgoing};
 use crate::pending::Wake;
 use crate::snapshot::SnapshotCell;
 
@@ -65,20 +66,30 @@ impl FrontDoor {
     }
 }
 
-/// Serves connections on `listener` as the metadata door until the task is dropped.
-pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
-    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
+/// Serves connections on `listener` as the metadata door until the task is dropped, counting
+/// them in `stats`.
+pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, stats: Arc<FrontStats>) {
+    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata), stats).await
 }
 
 /// Serves connections on `listener` as `door` until the task is dropped.
-pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
+pub async fn serve_door(
+    listener: TcpListener,
+    cell: Arc<SnapshotCell>,
+    door: FrontDoor,
+    stats: Arc<FrontStats>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
+                let stats = Arc::clone(&stats);
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, cell, door).await {
+                    stats.connection_opened();
+                    let result = connection(stream, peer, cell, door, &stats).await;
+                    stats.connection_closed();
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -97,6 +108,7 @@ async fn connection(
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
+    stats: &FrontStats,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -154,9 +166,11 @@ async fn connection(
             wait_over: this_run.is_some_and(|(_, over)| over),
         };
         let progress = match &door {
-            FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),
+            FrontDoor::Plain(_) => respond_all_with(&buf, &limits, &mut out, |req| {
+                stats.counted(req.path, snapshot.respond(req, &ctx))
+            }),
             FrontDoor::Himds(keys) => respond_all_with(&buf, &limits, &mut out, |req| {
-                keys.respond(&snapshot, req, &ctx)
+                stats.counted(req.path, keys.respond(&snapshot, req, &ctx))
             }),
         };
         for o in out.drain(..) {
@@ -185,7 +199,9 @@ async fn connection(
             let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
             let waker: Arc<dyn Wake> = notify.clone();
             ticket.on_done(&waker);
+            stats.parked_changed(true);
             let parked = tokio::time::timeout_at(deadline, notify.notified()).await;
+            stats.parked_changed(false);
             let over = parked.is_err() || tokio::time::Instant::now() >= deadline;
             if parked.is_err() {
                 ticket.time_out();

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::cloud::Owner;
+use crate::http::Reply;
 
 /// Request counters of one front door (one engine thread, or all `serve` connections).
 #[derive(Debug, Default)]
@@ -37,6 +38,14 @@ impl FrontStats {
             Owner::Root | Owner::ImdsTun | Owner::Unknown => &self.other,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `reply` as a request for `path`'s cloud unless it parks (its re-run counts).
+    pub fn counted<'s>(&self, path: &str, reply: Reply<'s>) -> Reply<'s> {
+        if !matches!(reply, Reply::Pending(_)) {
+            self.count_request(path);
+        }
+        reply
     }
 
     /// Publishes the number of open connections (the owner counts them).

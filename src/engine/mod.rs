@@ -29,8 +29,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cloud::{Door, RequestContext};
+use crate::control::status::FrontStats;
 use crate::device::{Device, MAX_PACKET};
-use crate::http::exchange::{respond_all, Outgoing};
+use crate::http::exchange::{respond_all_with, Outgoing};
 use crate::pending::{Ticket, Wake};
 use crate::snapshot::SnapshotCell;
 use crate::tcp::{ConnId, ConnTable, TcpConfig};
@@ -116,6 +117,8 @@ pub struct Engine<D: Device> {
     /// The earliest deadline of the parked requests (kept so that `poll_at` and
     /// `handle_wakeup` cost nothing per loop while thousands of hanging GETs wait).
     parked_until: Option<std::time::Instant>,
+    /// What `ctl status` reads: this thread's own counters (no cache line shared).
+    stats: Arc<FrontStats>,
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
@@ -141,6 +144,7 @@ impl<D: Device> Engine<D> {
             out: Vec::with_capacity(8),
             parked: Vec::new(),
             parked_until: None,
+            stats: Arc::new(FrontStats::default()),
             wakeup: None,
         }
     }
@@ -198,6 +202,11 @@ impl<D: Device> Engine<D> {
         self.parked.len()
     }
 
+    /// The counters this engine publishes for `ctl status`.
+    pub fn stats(&self) -> &Arc<FrontStats> {
+        &self.stats
+    }
+
     pub fn counters(&self) -> &EngineCounters {
         &self.counters
     }
@@ -241,8 +250,11 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Writes every pending segment.
+    /// Writes every pending segment, and publishes the connection and parked counts.
     pub fn flush(&mut self, now: std::time::Instant) {
+        let (half_open, established, _) = self.tcp.class_counts();
+        self.stats.set_connections((half_open + established) as u64);
+        self.stats.set_parked(self.parked.len() as u64);
         let t = self.clock.tcp(now);
         let device = &mut self.device;
         let counters = &mut self.counters;
@@ -339,7 +351,10 @@ impl<D: Device> Engine<D> {
                 door: Door::at_address(local.ip()),
                 wait_over: rerun.is_some_and(|r| r.over),
             };
-            let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
+            let stats = &self.stats;
+            let progress = respond_all_with(data, &limits, &mut self.out, |request| {
+                stats.counted(request.path, snapshot.respond(request, &ctx))
+            });
             self.counters.requests += progress.answered as u64;
             self.tcp.consume(id, progress.consumed);
             for o in self.out.drain(..) {
