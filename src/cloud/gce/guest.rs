@@ -16,7 +16,7 @@
 //! under 1 KiB); at most [`MAX_ENTRIES`] keys in all. A write past a bound is a 400, as any
 //! request the server will not take, and changes nothing.
 //!
-//! Listings follow the rest of the tree ([`super::tree`]): `guest-attributes/` lists
+//! Listings follow the rest of the tree (`super::tree`): `guest-attributes/` lists
 //! namespaces as `ns/`, a namespace lists its keys; recursive JSON is `{ns: {key: value}}` with
 //! the names as written; `alt=text` gives `ns/key value` lines.
 
