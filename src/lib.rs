@@ -20,7 +20,10 @@
 //! device/    TUN, in-memory, fault-injecting and pcap devices; routes; hosts file; host state
 //! engine/    the packet loop that joins device, wire, tcp, http and the snapshot
 //! listen     the kernel-socket front door (`serve --listen`)
-//! pending    parked requests: tickets on work off the packet path, and waking the front door
+//! pending    parked requests: tickets on work off the packet path or on a change (GCE's
+//!            hanging GETs), and waking the front door
+//! control/   the control socket of a running instance (`imds-tun ctl`): live edits mapped onto
+//!            the configuration, reload, status counters
 //! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
 //!            App Service, legacy VM extension
 //! status     `imds-tun status`: the state directory and a scrape, summarised
@@ -38,6 +41,7 @@
 pub mod access_log;
 pub mod cloud;
 pub mod config;
+pub mod control;
 pub mod device;
 pub mod doors;
 pub mod engine;
