@@ -26,6 +26,7 @@
 //!            the configuration, reload, status counters
 //! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
 //!            App Service, legacy VM extension
+//! notify     sd_notify(3) for systemd's Type=notify (READY, RELOADING, STOPPING)
 //! status     `imds-tun status`: the state directory and a scrape, summarised
 //! metrics/   the Prometheus registry (requests, tokens, TCP, latency), its text format and
 //!            the opt-in loopback endpoint; every feature exports its counters through it
@@ -49,6 +50,7 @@ pub mod http;
 pub mod identity;
 pub mod listen;
 pub mod metrics;
+pub mod notify;
 pub mod pending;
 pub mod snapshot;
 pub mod status;

@@ -638,12 +638,14 @@ fn serve(
         )?;
         control.add_front(Arc::clone(doors.stats()));
         println!("imds-tun: serving {clouds} on {}", addrs.join(", "));
+        imds_tun::notify::notify_or_log("READY=1");
         // Whoever started us may read only the first line: a closed stdout is no failure.
         let mut out = std::io::stdout();
         for line in doors.env_lines() {
             let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
         }
         let result = wait_for_shutdown(&control).await;
+        imds_tun::notify::notify_or_log("STOPPING=1");
         for line in doors.close() {
             tracing::info!("undone: {line}");
         }
