@@ -9,9 +9,12 @@
 //! request in progress) and a header timeout (a request started but not complete). No root is
 //! needed; this is also the contender "kernel TCP" in the benchmark.
 //!
-//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream) parks its
-//! connection: the task waits on the ticket (at most [`PARK_LIMIT`]) without reading further,
-//! then answers the buffer again. Other connections, being other tasks, are not held up.
+//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream, a hanging
+//! GET) parks its connection: the task waits on the ticket (at most
+//! [`crate::pending::Ticket::limit`] from its
+//! first park) without reading further, then answers the buffer again, with
+//! [`RequestContext::wait_over`] once the deadline has passed. Other connections, being other
+//! tasks, are not held up; a parked connection is a sleeping task, not a thread.
 //!
 //! An injected failure ([`crate::live::faults`]) that drops the connection ends it with a RST
 //! (`SO_LINGER` 0, then close) or a FIN, without an answer; an injected latency delays the
@@ -30,10 +33,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cloud::{Door, RequestContext};
+use crate::control::status::FrontStats;
 use crate::doors::HimdsKeys;
-use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
+use crate::http::exchange::{respond_all_with, Outgoing};
 use crate::http::DropKind;
-use crate::pending::{Wake, PARK_LIMIT};
+use crate::metrics::answered::Answered;
+use crate::metrics::Observer;
+use crate::pending::Wake;
 use crate::snapshot::SnapshotCell;
 
 /// How many bytes one read may bring.
@@ -97,20 +103,33 @@ impl FrontDoor {
     }
 }
 
-/// Serves connections on `listener` as the metadata door until the task is dropped.
-pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
-    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
+/// Serves connections on `listener` as the metadata door until the task is dropped, counting
+/// them in `stats`.
+pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, stats: Arc<FrontStats>) {
+    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata), stats).await
 }
 
-/// Serves connections on `listener` as `door` until the task is dropped.
-pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
+/// Serves connections on `listener` as `door` until the task is dropped; its requests are
+/// counted in a request block of its own ([`Observer::new`]) and in `stats`.
+pub async fn serve_door(
+    listener: TcpListener,
+    cell: Arc<SnapshotCell>,
+    door: FrontDoor,
+    stats: Arc<FrontStats>,
+) {
+    let observer = Observer::new();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
+                let observer = observer.clone();
+                let stats = Arc::clone(&stats);
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, cell, door).await {
+                    stats.connection_opened();
+                    let result = connection(stream, peer, cell, door, observer, &stats).await;
+                    stats.connection_closed();
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -129,6 +148,8 @@ async fn connection(
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
+    observer: Observer,
+    stats: &FrontStats,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -144,12 +165,16 @@ async fn connection(
     // nothing.
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
+    let mut answered: Vec<Answered> = Vec::new();
+    // When the bytes that completed the buffered requests were read (latency counts from it).
+    let mut arrival = std::time::Instant::now();
     // When the request now buffered began: it must be complete within the header timeout
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
     let mut request_started: Option<tokio::time::Instant> = None;
-    // Set after a parked request's ticket is done: answer the buffer again before reading.
-    let mut rerun = false;
+    // Set after a parked request's ticket is done or its time is up: answer the buffer again
+    // before reading. `deadline` is the first park's; `over` says it has passed.
+    let mut rerun: Option<(tokio::time::Instant, bool)> = None;
     // Created on the first parked request only (the common path never parks).
     let mut wakeup: Option<Arc<tokio::sync::Notify>> = None;
     // A client usually sends its request right after connecting, so by the time the
@@ -157,8 +182,8 @@ async fn connection(
     // (a wait costs an epoll round and a task switch; a miss costs one EAGAIN).
     let mut maybe_readable = true;
     loop {
-        let rerun_now = std::mem::take(&mut rerun);
-        if !rerun_now && !std::mem::take(&mut maybe_readable) {
+        let this_run = rerun.take();
+        if this_run.is_none() && !std::mem::take(&mut maybe_readable) {
             let deadline = match request_started {
                 Some(t) => t + header,
                 None => tokio::time::Instant::now() + idle,
@@ -174,27 +199,36 @@ async fn connection(
             peer,
             local,
             door: door.door(),
+            wait_over: this_run.is_some_and(|(_, over)| over),
         };
-        let answer = |input: &[u8], out: &mut Vec<Outgoing>| match &door {
-            FrontDoor::Plain(_) => respond_all(input, &snapshot, &ctx, &limits, out),
-            FrontDoor::Himds(keys) => respond_all_with(input, &limits, out, |req| {
-                keys.respond(&snapshot, req, &ctx)
-            }),
+        let answer = |input: &[u8],
+                      out: &mut Vec<Outgoing>,
+                      answered: &mut Vec<Answered>,
+                      arrival: std::time::Instant| {
+            let mut sink = observer.sink(out, answered, ctx.door, peer, (arrival, ctx.now));
+            match &door {
+                FrontDoor::Plain(_) => respond_all_with(input, &limits, &mut sink, |req| {
+                    stats.counted(req.path, snapshot.respond(req, &ctx))
+                }),
+                FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
+                    stats.counted(req.path, keys.respond(&snapshot, req, &ctx))
+                }),
+            }
         };
-        let progress = if rerun_now || !buf.is_empty() {
-            if !rerun_now {
+        let progress = if this_run.is_some() || !buf.is_empty() {
+            if this_run.is_none() {
                 // Never hold more than one request's worth of bytes plus one read; the
                 // parser rejects anything over its limits before that matters.
                 if buf.len() > cap {
                     return Ok(());
                 }
                 match fill(&stream, &mut buf)? {
-                    Filled::Data => {}
+                    Filled::Data => arrival = std::time::Instant::now(),
                     Filled::WouldBlock => continue,
                     Filled::Closed => return Ok(()),
                 }
             }
-            let progress = answer(&buf, &mut out);
+            let progress = answer(&buf, &mut out, &mut answered, arrival);
             buf.drain(..progress.consumed);
             if buf.is_empty() {
                 // Back to owning nothing once the slow path is over.
@@ -205,10 +239,10 @@ async fn connection(
             let step = SCRATCH.with_borrow_mut(|scratch| {
                 scratch.clear();
                 match fill(&stream, scratch)? {
-                    Filled::Data => {}
+                    Filled::Data => arrival = std::time::Instant::now(),
                     other => return Ok::<_, std::io::Error>(Err(other)),
                 }
-                let progress = answer(scratch, &mut out);
+                let progress = answer(scratch, &mut out, &mut answered, arrival);
                 // An unfinished (or pipelined, parked) tail stays with the connection.
                 buf.extend_from_slice(&scratch[progress.consumed..]);
                 Ok(Ok(progress))
@@ -229,11 +263,14 @@ async fn connection(
             }
             stream.write_all(&o.bytes).await?;
         }
+        observer.finish(&mut answered, std::time::Instant::now());
         if let Some(kind) = progress.drop {
             return drop_connection(stream, kind).await;
         }
         if delayed && !buf.is_empty() && !progress.close {
-            rerun = true;
+            // No deadline to keep (it is already now): a park of the next request gets its
+            // own limit.
+            rerun = Some((tokio::time::Instant::now(), false));
         }
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,
@@ -249,14 +286,27 @@ async fn connection(
             // The request stays in `buf` (unconsumed): nothing after it is read or answered
             // until it is, which keeps pipelined answers in order. Other connections are
             // their own tasks and go on meanwhile.
+            // The same request parking again keeps its first deadline.
+            let deadline = match this_run {
+                Some((deadline, over))
+                    if progress.answered == 0
+                        && (over || deadline > tokio::time::Instant::now()) =>
+                {
+                    deadline
+                }
+                _ => tokio::time::Instant::now() + ticket.limit(),
+            };
             let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
             let waker: Arc<dyn Wake> = notify.clone();
             ticket.on_done(&waker);
-            let parked = tokio::time::timeout(PARK_LIMIT, notify.notified()).await;
+            stats.parked_changed(true);
+            let parked = tokio::time::timeout_at(deadline, notify.notified()).await;
+            stats.parked_changed(false);
+            let over = parked.is_err() || tokio::time::Instant::now() >= deadline;
             if parked.is_err() {
                 ticket.time_out();
             }
-            rerun = true;
+            rerun = Some((deadline, over));
             request_started = None;
         }
     }

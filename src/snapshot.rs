@@ -26,6 +26,7 @@ use std::time::SystemTime;
 use crate::cloud::aws::Aws;
 use crate::cloud::azure::himds::{HimdsAnswer, KeyRing, KEY_ENTROPY};
 use crate::cloud::azure::Azure;
+use crate::cloud::gce::guest::GuestAttributes;
 use crate::cloud::gce::Gce;
 use crate::cloud::{owner, Door, Owner, Reply, Request, RequestContext};
 use crate::config::{Config, ConfigErrors, Problems};
@@ -35,14 +36,17 @@ use crate::live::faults::FaultAction;
 use crate::live::gce::GceOverlay;
 use crate::live::Live;
 
-/// Secrets that outlive snapshots (a reload must not invalidate issued session tokens, nor
-/// change the keys tokens and documents are signed with).
+/// Secrets and live state that outlive snapshots (a reload must not invalidate issued session
+/// tokens, change the keys tokens and documents are signed with, or forget what the guest
+/// wrote).
 #[derive(Clone)]
 pub struct Keys {
     /// Key for stateless session tokens (AWS IMDSv2) and other MACs.
     pub session: [u8; 32],
     /// The signing key, CA and certificates ([`crate::identity`]).
     pub identity: Arc<IdentityKeys>,
+    /// GCE guest attributes written by the guest ([`crate::cloud::gce::guest`]).
+    pub guest_attributes: Arc<GuestAttributes>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -56,7 +60,11 @@ impl Keys {
     pub fn new(identity: Arc<IdentityKeys>) -> std::io::Result<Keys> {
         let mut session = [0u8; 32];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut session)?;
-        Ok(Keys { session, identity })
+        Ok(Keys {
+            session,
+            identity,
+            guest_attributes: GuestAttributes::new(),
+        })
     }
 
     /// Fixed keys, for tests and golden files: the session key is `seed` repeated, the
@@ -65,6 +73,7 @@ impl Keys {
         Keys {
             session: [seed; 32],
             identity: IdentityKeys::fixed(),
+            guest_attributes: GuestAttributes::new(),
         }
     }
 }
@@ -190,6 +199,14 @@ impl Snapshot {
                 self.live = live;
                 self
             }
+        }
+    }
+
+    /// Called once this snapshot has been replaced: wakes the hanging GETs parked on it so
+    /// they compare against the new one.
+    pub fn retire(&self) {
+        if let Some(gce) = &self.gce {
+            gce.retire();
         }
     }
 
@@ -396,9 +413,10 @@ impl SnapshotCell {
         &self.live
     }
 
-    /// Replaces the snapshot; in-flight requests finish with the old one. The live state
-    /// carries over; configured events and faults are replaced only when `snapshot`'s
-    /// configuration changes them ([`Live::reseed`]).
+    /// Replaces the snapshot; in-flight requests finish with the old one, and requests parked
+    /// on a change of it are woken (after the swap, so their re-run sees the new one). The
+    /// live state carries over; configured events and faults are replaced only when
+    /// `snapshot`'s configuration changes them ([`Live::reseed`]).
     pub fn replace(&self, snapshot: Snapshot) {
         self.replace_at(snapshot, SystemTime::now())
     }
@@ -410,7 +428,7 @@ impl SnapshotCell {
             self.live.reseed(&snapshot.config, now);
         }
         let snapshot = snapshot.with_live(Arc::clone(&self.live), now);
-        drop(self.store(snapshot));
+        self.store(snapshot);
     }
 
     /// Brings the snapshot up to the live state at `now`: when GCE's live values changed,
@@ -426,19 +444,19 @@ impl SnapshotCell {
         let live = Arc::clone(&self.live);
         let overlay = live.gce_overlay(now);
         match Snapshot::build_live(config, &current.keys, &current.source, live, overlay) {
-            Ok(s) => drop(self.store(s)),
+            Ok(s) => self.store(s),
             Err(e) => tracing::error!("cannot render the live GCE values: {e}"),
         }
     }
 
-    /// Swaps `snapshot` in; the one replaced is handed back. Every replacement goes through
-    /// here (reloads, edits, live GCE values), so this is where whoever waits for a change of
-    /// the snapshot (GCE's `wait_for_change`) is to be woken.
-    fn store(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+    /// Swaps `snapshot` in and retires the one replaced. Every replacement goes through here
+    /// (reloads, edits, live GCE values), so GCE's `wait_for_change` watchers wake on each.
+    fn store(&self, snapshot: Snapshot) {
         let new = Arc::new(snapshot);
-        match self.current.write() {
+        let old = match self.current.write() {
             Ok(mut guard) => std::mem::replace(&mut *guard, new),
             Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),
-        }
+        };
+        old.retire();
     }
 }

@@ -38,6 +38,11 @@ pub struct Outgoing {
 /// Where responses go; a transport queues or writes them.
 pub trait Sink {
     fn push(&mut self, out: Outgoing);
+
+    /// Told once per answered request, just before its response is pushed: the request
+    /// (`None` when it could not be parsed) and the status answered. Front doors count and log
+    /// here ([`crate::metrics::answered`]); the default ignores it.
+    fn answered(&mut self, _request: Option<&Request<'_>>, _status: u16) {}
 }
 
 impl Sink for Vec<Outgoing> {
@@ -100,9 +105,18 @@ pub fn respond_all_with<'s>(
                     reply => (reply, None),
                 };
                 match reply {
-                    Reply::Static(pre) => push_prebuilt(sink, pre, close, head_only, delay),
-                    Reply::Shared(pre) => push_prebuilt(sink, &pre, close, head_only, delay),
-                    Reply::Dynamic(resp) => push_dynamic(sink, &resp, close, head_only, delay),
+                    Reply::Static(pre) => {
+                        sink.answered(Some(&request), pre.status());
+                        push_prebuilt(sink, pre, close, head_only, delay);
+                    }
+                    Reply::Shared(pre) => {
+                        sink.answered(Some(&request), pre.status());
+                        push_prebuilt(sink, &pre, close, head_only, delay);
+                    }
+                    Reply::Dynamic(resp) => {
+                        sink.answered(Some(&request), resp.status);
+                        push_dynamic(sink, &resp, close, head_only, delay);
+                    }
                     Reply::Pending(ticket) => {
                         progress.pending = Some(ticket);
                         break;
@@ -111,10 +125,13 @@ pub fn respond_all_with<'s>(
                         // Not produced (a fault wraps a cloud's answer once); answered as a
                         // failure of the server rather than guessed at.
                         let resp = Response::new(500).body("nested delay\n");
+                        sink.answered(Some(&request), resp.status);
                         push_dynamic(sink, &resp, true, head_only, Some(d));
                         progress.close = true;
                     }
                     Reply::Drop(kind) => {
+                        // No status was sent: counted and logged as 0.
+                        sink.answered(Some(&request), 0);
                         progress.consumed += len;
                         progress.drop = Some(kind);
                         progress.close = true;
@@ -132,7 +149,9 @@ pub fn respond_all_with<'s>(
                 }
             }
             Err(e) => {
-                push_dynamic(sink, &error_response(e), true, false, None);
+                let resp = error_response(e);
+                sink.answered(None, resp.status);
+                push_dynamic(sink, &resp, true, false, None);
                 progress.close = true;
                 break;
             }

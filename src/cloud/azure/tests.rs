@@ -47,6 +47,7 @@ fn ctx() -> RequestContext {
         peer: addr,
         local: addr,
         door: Default::default(),
+        wait_over: false,
     }
 }
 
