@@ -217,7 +217,7 @@ fn serve_counts_a_known_mix() {
     let metrics = format!("127.0.0.1:{port}");
     let server = support::Server::start_with(
         None,
-        &[
+        [
             "--metrics",
             &metrics,
             "--access-log",
@@ -324,7 +324,7 @@ fn json_logs_and_json_access_log() {
     let _ = std::fs::remove_file(&log);
     let server = support::Server::start_with(
         None,
-        &[
+        [
             "--log-format",
             "json",
             "--access-log",

@@ -60,6 +60,7 @@ fn allocations(snapshot: &Snapshot, request: &[u8], status: &str) -> usize {
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
         door: Default::default(),
+        wait_over: false,
     };
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
     respond_all(request, snapshot, &ctx, &limits, &mut out);
@@ -206,6 +207,7 @@ fn metrics_recording_allocates_nothing() {
         peer,
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
         door: Default::default(),
+        wait_over: false,
     };
     let observer = Observer::with(Arc::new(RequestMetrics::default()), None);
     let slot = EngineSlot::default();

@@ -17,6 +17,7 @@ pub mod aws;
 pub mod azure;
 pub mod doors;
 pub mod error;
+pub mod events;
 pub mod gce;
 pub mod gosim;
 pub mod identity;
@@ -53,6 +54,9 @@ pub struct Config {
     pub aws: AwsConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Injected failures at start ([`events::FaultConfig`]; run by [`crate::live`]).
+    #[serde(default)]
+    pub faults: Vec<events::FaultConfig>,
 }
 
 /// A lookup of environment variables; `std::env::var` in production, a map in tests.
@@ -131,6 +135,7 @@ impl Config {
         self.gce.validate("$.gce", problems);
         self.aws.validate("$.aws", problems);
         self.identity.validate("$.identity", problems);
+        events::validate_faults(&self.faults, "$.faults", problems);
     }
 }
 
