@@ -15,6 +15,8 @@
 //!            command token and credential sources behind one trait, with caching and the audit
 //!            log
 //! snapshot   the immutable, pre-serialised response store all front doors answer from
+//! fleet      instances told apart by caller address: a snapshot per profile, longest prefix
+//!            wins, unknown callers get the base or a reset
 //! wire/      IPv4/IPv6/TCP parse and emit, checksums (etherparse stays in here)
 //! tcp/       server-side TCP: connection table, state machine, timers (pure, no I/O)
 //! device/    TUN, in-memory, fault-injecting and pcap devices; routes; hosts file; host state
@@ -37,6 +39,7 @@ pub mod config;
 pub mod device;
 pub mod doors;
 pub mod engine;
+pub mod fleet;
 pub mod http;
 pub mod identity;
 pub mod listen;

@@ -13,6 +13,9 @@
 //! connection: the task waits on the ticket (at most [`PARK_LIMIT`]) without reading further,
 //! then answers the buffer again. Other connections, being other tasks, are not held up.
 //!
+//! A caller the configuration's fleet refuses ([`crate::fleet`]) is reset on accept (and, after
+//! a reload that starts refusing it, at its next request).
+//!
 //! Invariants: a connection buffers at most one request's worth of bytes (head and body
 //! limits), and between requests none at all: whole requests are read into and answered from
 //! the worker thread's scratch buffer, so a static answer allocates nothing and an idle
@@ -92,6 +95,18 @@ impl FrontDoor {
     }
 }
 
+/// Ends a connection from a caller the configuration's fleet refuses ([`crate::fleet`]) with a
+/// reset, as `up` does: SO_LINGER 0 makes close send RST and drop anything unread.
+fn refuse(stream: TcpStream) -> std::io::Result<()> {
+    let reset = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let linger = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &reset);
+    drop(stream);
+    linger.map_err(std::io::Error::from)
+}
+
 /// Serves connections on `listener` as the metadata door until the task is dropped.
 pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
     serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
@@ -102,6 +117,11 @@ pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: Fr
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if cell.load().for_peer(peer.ip()).is_none() {
+                    // Refused at once, before a task is spent on it.
+                    let _ = refuse(stream);
+                    continue;
+                }
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
                 tokio::spawn(async move {
@@ -164,6 +184,9 @@ async fn connection(
             }
         }
         snapshot = cell.load();
+        let Some(instance) = snapshot.for_peer(peer.ip()) else {
+            return refuse(stream);
+        };
         let ctx = RequestContext {
             now: SystemTime::now(),
             peer,
@@ -171,10 +194,10 @@ async fn connection(
             door: door.door(),
         };
         let answer = |input: &[u8], out: &mut Vec<Outgoing>| match &door {
-            FrontDoor::Plain(_) => respond_all(input, &snapshot, &ctx, &limits, out),
-            FrontDoor::Himds(keys) => respond_all_with(input, &limits, out, |req| {
-                keys.respond(&snapshot, req, &ctx)
-            }),
+            FrontDoor::Plain(_) => respond_all(input, instance, &ctx, &limits, out),
+            FrontDoor::Himds(keys) => {
+                respond_all_with(input, &limits, out, |req| keys.respond(instance, req, &ctx))
+            }
         };
         let progress = if rerun_now || !buf.is_empty() {
             if !rerun_now {
@@ -214,6 +237,7 @@ async fn connection(
                 Err(_) => return Ok(()),
             }
         };
+        instance.count_answered(progress.answered);
         for o in out.drain(..) {
             stream.write_all(&o.bytes).await?;
         }

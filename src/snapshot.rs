@@ -9,6 +9,9 @@
 //! verify minted tokens and signed documents ([`crate::identity`]), on every address and
 //! without any header, as public keys may be.
 //!
+//! A configuration with a fleet ([`crate::fleet`]) renders one snapshot per profile inside the
+//! base one; front doors ask [`Snapshot::for_peer`] which of them answers a caller.
+//!
 //! `/` is claimed by both GCE and AWS. Google's clients detect GCE from `GET /`: Python sends
 //! `Metadata-Flavor: Google` and needs the same response header; Go sends no header and checks
 //! only for the response header. AWS clients never ask for `/`. So: with the flavor header (or
@@ -22,7 +25,8 @@ use crate::cloud::azure::himds::{HimdsAnswer, KeyRing, KEY_ENTROPY};
 use crate::cloud::azure::Azure;
 use crate::cloud::gce::Gce;
 use crate::cloud::{owner, Door, Owner, Reply, Request, RequestContext};
-use crate::config::{Config, ConfigErrors, Problems};
+use crate::config::{Config, ConfigError, ConfigErrors, Problems};
+use crate::fleet::{Choice, Fleet, Member, Tally, DEFAULT_PROFILE};
 use crate::http::{Method, Prebuilt, Response};
 use crate::identity::{IdentityKeys, CA_PATH, JWKS_PATH};
 
@@ -77,11 +81,72 @@ pub struct Snapshot {
     ca: Prebuilt,
     /// A HIMDS token request asked without the door's key ring.
     no_key_ring: Prebuilt,
+    /// The other instances of this configuration's fleet; empty without one.
+    fleet: Fleet,
+    /// Requests this instance answered, when it is part of a fleet.
+    tally: Option<Tally>,
+}
+
+/// What the instances of a fleet answered, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetCounts {
+    /// Requests answered, by profile name ([`DEFAULT_PROFILE`] first: the base's).
+    pub answered: Vec<(String, u64)>,
+    /// Callers refused (`"unknownSources": "refuse"`).
+    pub refused: u64,
 }
 
 impl Snapshot {
-    /// Renders `config`; `source` names it in errors found while rendering.
+    /// Renders `config`, and each profile of its fleet; `source` names it in errors found while
+    /// rendering.
     pub fn build(config: Config, keys: &Keys, source: &str) -> Result<Snapshot, ConfigErrors> {
+        if config.fleet.profiles.is_empty() {
+            return Snapshot::build_one(config, keys, source, None);
+        }
+        let mut members = Vec::with_capacity(config.fleet.profiles.len());
+        let mut errors = Vec::new();
+        for (i, profile) in config.fleet.profiles.iter().enumerate() {
+            let at = format!("$.fleet.profiles[{i}]");
+            let Some(own) = profile.config.as_deref() else {
+                errors.push(ConfigError {
+                    file: source.to_string(),
+                    path: at,
+                    expected: "a profile resolved by loading (config::load_str)".into(),
+                });
+                continue;
+            };
+            let tally = Some(Tally::new(&profile.name));
+            match Snapshot::build_one(own.clone(), keys, source, tally) {
+                Ok(snapshot) => members.push((
+                    Member {
+                        name: profile.name.clone(),
+                        snapshot,
+                    },
+                    profile.sources.clone(),
+                )),
+                Err(ConfigErrors(found)) => errors.extend(found.into_iter().map(|mut e| {
+                    e.path = format!("{at}.patch{}", e.path.strip_prefix('$').unwrap_or(""));
+                    e
+                })),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let fleet = Fleet::new(members, config.fleet.unknown_sources);
+        let mut base =
+            Snapshot::build_one(config, keys, source, Some(Tally::new(DEFAULT_PROFILE)))?;
+        base.fleet = fleet;
+        Ok(base)
+    }
+
+    /// Renders one instance.
+    fn build_one(
+        config: Config,
+        keys: &Keys,
+        source: &str,
+        tally: Option<Tally>,
+    ) -> Result<Snapshot, ConfigErrors> {
         let mut problems = Problems::new();
         let azure = config
             .azure
@@ -127,7 +192,45 @@ impl Snapshot {
                 .header("Content-Type", "text/plain; charset=utf-8")
                 .body("HIMDS token requests need the HIMDS door's key ring\n")
                 .prebuild(),
+            fleet: Fleet::default(),
+            tally,
         })
+    }
+
+    /// The snapshot that answers `peer`: its fleet profile's, this one, or `None` when the
+    /// caller is refused (the front door then resets the connection, [`crate::fleet`]). One
+    /// table lookup with a fleet, nothing without; never allocates.
+    pub fn for_peer(&self, peer: std::net::IpAddr) -> Option<&Snapshot> {
+        if self.fleet.is_empty() {
+            return Some(self);
+        }
+        match self.fleet.lookup(peer) {
+            Choice::Member(i) => self.fleet.members().get(i).map(|m| &m.snapshot),
+            Choice::Default => Some(self),
+            Choice::Refuse => None,
+        }
+    }
+
+    /// Counts `n` requests answered by this instance (nothing outside a fleet).
+    pub fn count_answered(&self, n: usize) {
+        if let Some(tally) = &self.tally {
+            if n > 0 {
+                tally.add(n);
+            }
+        }
+    }
+
+    /// What the instances of this snapshot's fleet answered; empty without a fleet.
+    pub fn fleet_counts(&self) -> FleetCounts {
+        let own = self.tally.iter().map(|t| (t.name.clone(), t.get()));
+        let members = self.fleet.members().iter().filter_map(|m| {
+            let t = m.snapshot.tally.as_ref()?;
+            Some((t.name.clone(), t.get()))
+        });
+        FleetCounts {
+            answered: own.chain(members).collect(),
+            refused: self.fleet.refused(),
+        }
     }
 
     /// Answers one request, by the rules of the door it came through.

@@ -11,8 +11,11 @@
 //! done, or with the error at its deadline, while every other connection is served as usual. [`driver`] is the thin blocking loop around it
 //! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
 //!
+//! A caller that the configuration's fleet refuses ([`crate::fleet`]) is reset when its first
+//! bytes arrive.
+//!
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
-//! lookup and one device write of header + snapshot slice; nothing on that path allocates or
+//! lookup (and with a fleet, one lookup of the caller's profile) and one device write of header + snapshot slice; nothing on that path allocates or
 //! copies the response. A malformed packet costs only itself (counted); a bad request costs
 //! only its connection.
 
@@ -297,7 +300,12 @@ impl<D: Device> Engine<D> {
             return;
         }
         if !data.is_empty() {
-            let snapshot = self.cell.load();
+            let current = self.cell.load();
+            let Some(snapshot) = current.for_peer(peer.ip()) else {
+                // A caller no fleet profile knows, refused (crate::fleet): a reset.
+                self.tcp.abort(id);
+                return;
+            };
             let limits = snapshot.config.server.limits();
             let ctx = RequestContext {
                 now: wall,
@@ -305,7 +313,8 @@ impl<D: Device> Engine<D> {
                 local,
                 door: Door::at_address(local.ip()),
             };
-            let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
+            let progress = respond_all(data, snapshot, &ctx, &limits, &mut self.out);
+            snapshot.count_answered(progress.answered);
             self.counters.requests += progress.answered as u64;
             self.tcp.consume(id, progress.consumed);
             for o in self.out.drain(..) {

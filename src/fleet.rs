@@ -1,0 +1,253 @@
+//! The fleet: which instance answers a caller, by the caller's source address.
+//!
+//! Contract: a [`Fleet`] is built with its base [`Snapshot`] from `$.fleet`
+//! ([`crate::config::fleet`]): one snapshot per profile, rendered from the profile's own
+//! configuration, so everything derived from an instance (vmId in the instance document, the
+//! attested document, token claims; GCE's identity-token claims; the AWS identity document)
+//! agrees within a profile and differs between profiles. Signing keys and session keys are
+//! shared, as within one tenant. [`Snapshot::for_peer`] asks [`Fleet::lookup`] once per batch
+//! of requests of a connection: longest prefix wins, in a few comparisons per prefix length
+//! in use, without allocating.
+//!
+//! Callers that match no profile get the base snapshot, or, with `"unknownSources":
+//! "refuse"`, nothing: the front door resets the connection (RST) before answering anything.
+//! The same for every cloud, because that is what a real one does for a machine that is not
+//! its instance: nothing of one VM's metadata service is reachable from another machine, so no
+//! cloud has an HTTP answer for it. A reset (rather than silence) lets every client's "am I on
+//! this cloud?" probe fail at once instead of after its timeout — google-auth's `is_on_gce`,
+//! azure-identity's IMDS probe and botocore's fetcher all treat a connection error as "no
+//! metadata service here" and move on to their next credential source.
+//!
+//! Counting: each profile's snapshot (and the base's, when there is a fleet, as
+//! [`DEFAULT_PROFILE`]) keeps the number of requests it answered ([`Tally`]); the fleet keeps
+//! the connections it refused. They live as long as the snapshot (a reload starts them
+//! again) and are read by [`Snapshot::fleet_counts`] for metrics.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub use crate::config::fleet::DEFAULT_PROFILE;
+use crate::config::fleet::{bits, mask, width, Cidr, UnknownSources};
+use crate::snapshot::Snapshot;
+
+/// One instance of a fleet: its name and what it answers.
+#[derive(Debug)]
+pub struct Member {
+    pub name: String,
+    pub snapshot: Snapshot,
+}
+
+/// The requests one instance answered (a metrics label value and a count).
+#[derive(Debug)]
+pub struct Tally {
+    pub name: String,
+    answered: AtomicU64,
+}
+
+impl Tally {
+    pub fn new(name: &str) -> Tally {
+        Tally {
+            name: name.to_string(),
+            answered: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add(&self, n: usize) {
+        self.answered.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.answered.load(Relaxed)
+    }
+}
+
+/// The networks of one prefix length, sorted, each with the member it belongs to.
+#[derive(Debug)]
+struct Level {
+    prefix: u8,
+    networks: Vec<(u128, usize)>,
+}
+
+/// The profiles of one configuration and the table that finds them.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    members: Vec<Member>,
+    /// IPv4 and IPv6 networks by prefix length, longest first.
+    v4: Vec<Level>,
+    v6: Vec<Level>,
+    unknown: UnknownSources,
+    refused: AtomicU64,
+}
+
+/// What the fleet does with a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// The member at this index answers.
+    Member(usize),
+    /// The base configuration answers.
+    Default,
+    /// Nobody: reset the connection.
+    Refuse,
+}
+
+impl Fleet {
+    /// A fleet of `members`, each with its sources (validated: no two equal networks).
+    pub fn new(members: Vec<(Member, Vec<Cidr>)>, unknown: UnknownSources) -> Fleet {
+        let mut fleet = Fleet {
+            unknown,
+            ..Fleet::default()
+        };
+        for (i, (member, sources)) in members.into_iter().enumerate() {
+            for cidr in sources {
+                let levels = match cidr.network() {
+                    IpAddr::V4(_) => &mut fleet.v4,
+                    IpAddr::V6(_) => &mut fleet.v6,
+                };
+                let network = bits(cidr.network());
+                match levels.iter_mut().find(|l| l.prefix == cidr.prefix()) {
+                    Some(level) => level.networks.push((network, i)),
+                    None => levels.push(Level {
+                        prefix: cidr.prefix(),
+                        networks: vec![(network, i)],
+                    }),
+                }
+            }
+            fleet.members.push(member);
+        }
+        for levels in [&mut fleet.v4, &mut fleet.v6] {
+            levels.sort_by_key(|l| std::cmp::Reverse(l.prefix));
+            for level in levels.iter_mut() {
+                level.networks.sort_unstable();
+            }
+        }
+        fleet
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Who answers `peer` (IPv4-mapped IPv6 is looked up as IPv4).
+    pub fn lookup(&self, peer: IpAddr) -> Choice {
+        let peer = peer.to_canonical();
+        let levels = match peer {
+            IpAddr::V4(_) => &self.v4,
+            IpAddr::V6(_) => &self.v6,
+        };
+        let (value, width) = (bits(peer), width(peer));
+        for level in levels {
+            let key = value & mask(level.prefix, width);
+            if let Ok(at) = level.networks.binary_search_by_key(&key, |(n, _)| *n) {
+                return Choice::Member(level.networks[at].1);
+            }
+        }
+        match self.unknown {
+            UnknownSources::Default => Choice::Default,
+            UnknownSources::Refuse => {
+                self.refused.fetch_add(1, Relaxed);
+                Choice::Refuse
+            }
+        }
+    }
+
+    /// Callers refused so far (one per connection or batch of requests).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, Config};
+    use crate::snapshot::Keys;
+
+    fn member(name: &str) -> Member {
+        Member {
+            name: name.into(),
+            snapshot: Snapshot::build(Config::default(), &Keys::fixed(1), name)
+                .unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter()
+            .map(|c| Cidr::parse(c).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn longest_prefix_wins_in_both_families() {
+        let f = Fleet::new(
+            vec![
+                (member("wide"), cidrs(&["169.254.0.0/16", "fe80::/10"])),
+                (
+                    member("net"),
+                    cidrs(&["169.254.20.0/24", "169.254.22.0/24"]),
+                ),
+                (member("host"), cidrs(&["169.254.20.7", "fe80::1234"])),
+                (member("all"), cidrs(&["0.0.0.0/0"])),
+            ],
+            UnknownSources::Refuse,
+        );
+        for (peer, want) in [
+            ("169.254.20.7", Choice::Member(2)),
+            ("::ffff:169.254.20.7", Choice::Member(2)),
+            ("169.254.20.8", Choice::Member(1)),
+            ("169.254.22.255", Choice::Member(1)),
+            ("169.254.21.1", Choice::Member(0)),
+            ("127.0.0.2", Choice::Member(3)),
+            ("fe80::1234", Choice::Member(2)),
+            ("fe80::1235", Choice::Member(0)),
+            ("::1", Choice::Refuse),
+            ("2001:db8::1", Choice::Refuse),
+        ] {
+            assert_eq!(f.lookup(ip(peer)), want, "{peer}");
+        }
+        assert_eq!(f.refused(), 2);
+    }
+
+    #[test]
+    fn unknown_callers_get_the_default_or_nothing() {
+        for (unknown, want) in [
+            (UnknownSources::Default, Choice::Default),
+            (UnknownSources::Refuse, Choice::Refuse),
+        ] {
+            let f = Fleet::new(vec![(member("a"), cidrs(&["127.0.0.2"]))], unknown);
+            assert_eq!(f.lookup(ip("127.0.0.2")), Choice::Member(0));
+            assert_eq!(f.lookup(ip("127.0.0.3")), want);
+        }
+    }
+
+    #[test]
+    fn the_snapshot_answers_each_caller_from_its_profile() {
+        let text = r#"{"aws": {"enabled": true}, "fleet": {"unknownSources": "refuse", "profiles": [
+            {"name": "a", "sources": ["127.0.0.2"],
+             "patch": {"aws": {"metaData": {"instance-id": "i-0000000000000000a"}}}},
+            {"name": "b", "sources": ["127.0.0.3"],
+             "patch": {"aws": {"metaData": {"instance-id": "i-0000000000000000b"}}}}]}}"#;
+        let cfg = config::load_str(text, "x.json", &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let s = Snapshot::build(cfg, &Keys::fixed(1), "x.json").unwrap_or_else(|e| panic!("{e}"));
+        let id = |peer: &str| {
+            s.for_peer(ip(peer))
+                .map(|p| p.config.aws.meta_data["instance-id"].to_string())
+        };
+        assert_eq!(id("127.0.0.2").as_deref(), Some("\"i-0000000000000000a\""));
+        assert_eq!(id("127.0.0.3").as_deref(), Some("\"i-0000000000000000b\""));
+        assert_eq!(id("127.0.0.4"), None);
+        let counts = s.fleet_counts();
+        assert_eq!(counts.refused, 1);
+        assert_eq!(
+            counts.answered,
+            [("default", 0), ("a", 0), ("b", 0)].map(|(n, c)| (n.to_string(), c))
+        );
+    }
+}
