@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use crate::config::fleet::DEFAULT_PROFILE;
 use crate::config::fleet::{bits, mask, width, Cidr, UnknownSources};
+use crate::config::FleetConfig;
 use crate::snapshot::Snapshot;
 
 /// One instance of a fleet: its name and what it answers.
@@ -160,6 +161,46 @@ impl Fleet {
     }
 }
 
+/// One line per profile (`web-1: 169.254.20.0/24, fe80::1234/128`) and what unknown callers
+/// get, for `imds-tun check`; nothing without a fleet.
+pub fn describe(config: &FleetConfig) -> Vec<String> {
+    if config.profiles.is_empty() {
+        return Vec::new();
+    }
+    let mut lines: Vec<String> = config
+        .profiles
+        .iter()
+        .map(|p| {
+            let sources: Vec<String> = p.sources.iter().map(Cidr::to_string).collect();
+            format!("fleet profile {}: {}", p.name, sources.join(", "))
+        })
+        .collect();
+    lines.push(match config.unknown_sources {
+        UnknownSources::Default => "other callers: the base configuration".into(),
+        UnknownSources::Refuse => "other callers: refused (connection reset)".into(),
+    });
+    lines
+}
+
+/// Logs what each instance of `snapshot`'s fleet answered (at exit; until the Prometheus
+/// endpoint exports these counts). Nothing without a fleet.
+pub fn log_counts(snapshot: &Snapshot) {
+    let counts = snapshot.fleet_counts();
+    if counts.answered.is_empty() {
+        return;
+    }
+    let answered: Vec<String> = counts
+        .answered
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    tracing::info!(
+        "fleet: requests answered by profile since the last load: {}; callers refused: {}",
+        answered.join(", "),
+        counts.refused
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +286,14 @@ mod tests {
         assert_eq!(id("127.0.0.4"), None);
         let counts = s.fleet_counts();
         assert_eq!(counts.refused, 1);
+        assert_eq!(
+            describe(&s.config.fleet),
+            [
+                "fleet profile a: 127.0.0.2/32",
+                "fleet profile b: 127.0.0.3/32",
+                "other callers: refused (connection reset)"
+            ]
+        );
         assert_eq!(
             counts.answered,
             [("default", 0), ("a", 0), ("b", 0)].map(|(n, c)| (n.to_string(), c))

@@ -219,8 +219,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(c) => {
                 let snapshot = Snapshot::build(c, &Keys::fixed(0), &file.display().to_string());
                 match snapshot {
-                    Ok(_) => {
+                    Ok(s) => {
                         println!("{}: valid", file.display());
+                        for line in imds_tun::fleet::describe(&s.config.fleet) {
+                            println!("{line}");
+                        }
                         Ok(ExitCode::SUCCESS)
                     }
                     Err(e) => {
@@ -364,6 +367,7 @@ fn serve(snapshot: Snapshot, keys: &Keys, listen: &[SocketAddr]) -> anyhow::Resu
             let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
         }
         let result = wait_for_shutdown().await;
+        imds_tun::fleet::log_counts(&cell.load());
         for line in doors.close() {
             tracing::info!("undone: {line}");
         }

@@ -228,7 +228,21 @@ fn scratch_dir(name: &str) -> PathBuf {
 fn serve_answers_each_source_address_as_its_own_instance() {
     let dir = scratch_dir("serve");
     let cfg = fleet_config(["127.0.0.2", "127.0.0.3/32"], "default");
-    let server = support::Server::start(Some(&write_config(&dir, "fleet.json", &cfg)));
+    let file = write_config(&dir, "fleet.json", &cfg);
+    let check = Command::new(env!("CARGO_BIN_EXE_imds-tun"))
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        format!(
+            "{}: valid\nfleet profile a: 127.0.0.2/32\nfleet profile b: 127.0.0.3/32\n\
+             other callers: the base configuration\n",
+            file.display()
+        )
+    );
+    let server = support::Server::start(Some(&file));
     let base = format!("http://{}", server.addr);
     let seen = |from: &str| Seen::observe(&|args| ok(curl_from(from, args)), &base);
     let (a, b, other) = (seen("127.0.0.2"), seen("127.0.0.3"), seen("127.0.0.4"));
