@@ -38,6 +38,7 @@ fn static_request(c: &mut Criterion) {
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
         door: Default::default(),
+        wait_over: false,
     };
     let mut group = c.benchmark_group("parse_route_respond");
     group.throughput(Throughput::Elements(1));

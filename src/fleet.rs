@@ -18,17 +18,19 @@
 //! azure-identity's IMDS probe and botocore's fetcher all treat a connection error as "no
 //! metadata service here" and move on to their next credential source.
 //!
-//! Counting: each profile's snapshot (and the base's, when there is a fleet, as
-//! [`DEFAULT_PROFILE`]) keeps the number of requests it answered ([`Tally`]); the fleet keeps
-//! the connections it refused. They live as long as the snapshot (a reload starts them
-//! again) and are read by [`Snapshot::fleet_counts`] for metrics.
+//! Metrics: each profile's snapshot (and the base's, when there is a fleet, as
+//! [`DEFAULT_PROFILE`]) counts the requests it answered in
+//! `imds_tun_fleet_requests_total{profile="NAME"}` ([`Tally`]), and the fleet the connections
+//! it refused in `imds_tun_fleet_refused_total`; the counters are the registry's
+//! ([`crate::metrics`]), so they outlive reloads. [`Snapshot::fleet_counts`] reads them.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 pub use crate::config::fleet::DEFAULT_PROFILE;
 use crate::config::fleet::{bits, mask, width, Cidr, UnknownSources};
 use crate::config::FleetConfig;
+use crate::metrics::{self, Counter};
 use crate::snapshot::Snapshot;
 
 /// One instance of a fleet: its name and what it answers.
@@ -38,27 +40,39 @@ pub struct Member {
     pub snapshot: Snapshot,
 }
 
-/// The requests one instance answered (a metrics label value and a count).
+/// Prometheus family of the requests each instance of a fleet answered.
+pub const REQUESTS_FAMILY: &str = "imds_tun_fleet_requests_total";
+/// Prometheus family of the callers a fleet refused.
+pub const REFUSED_FAMILY: &str = "imds_tun_fleet_refused_total";
+
+/// The requests one instance answered: its profile name (a bounded metrics label: names come
+/// from the configuration) and its counter in the registry, which outlives reloads.
 #[derive(Debug)]
 pub struct Tally {
     pub name: String,
-    answered: AtomicU64,
+    answered: Arc<Counter>,
 }
 
 impl Tally {
-    pub fn new(name: &str) -> Tally {
+    /// `imds_tun_fleet_requests_total{profile="NAME"}` of the process's registry.
+    pub fn registered(name: &str) -> Tally {
+        let answered = metrics::global().counter(
+            REQUESTS_FAMILY,
+            "Requests answered, by fleet profile (\"default\": the base configuration's instance).",
+            &[("profile", name)],
+        );
         Tally {
             name: name.to_string(),
-            answered: AtomicU64::new(0),
+            answered,
         }
     }
 
     pub fn add(&self, n: usize) {
-        self.answered.fetch_add(n as u64, Relaxed);
+        self.answered.add(n as u64);
     }
 
     pub fn get(&self) -> u64 {
-        self.answered.load(Relaxed)
+        self.answered.get()
     }
 }
 
@@ -77,7 +91,7 @@ pub struct Fleet {
     v4: Vec<Level>,
     v6: Vec<Level>,
     unknown: UnknownSources,
-    refused: AtomicU64,
+    refused: Arc<Counter>,
 }
 
 /// What the fleet does with a caller.
@@ -92,10 +106,26 @@ pub enum Choice {
 }
 
 impl Fleet {
-    /// A fleet of `members`, each with its sources (validated: no two equal networks).
+    /// A fleet of `members`, each with its sources (validated: no two equal networks),
+    /// counting refused callers in the registry's [`REFUSED_FAMILY`].
     pub fn new(members: Vec<(Member, Vec<Cidr>)>, unknown: UnknownSources) -> Fleet {
+        let refused = metrics::global().counter(
+            REFUSED_FAMILY,
+            "Connections reset because their source matches no fleet profile.",
+            &[],
+        );
+        Fleet::counting(members, unknown, refused)
+    }
+
+    /// [`Fleet::new`] counting refused callers in `refused`.
+    pub fn counting(
+        members: Vec<(Member, Vec<Cidr>)>,
+        unknown: UnknownSources,
+        refused: Arc<Counter>,
+    ) -> Fleet {
         let mut fleet = Fleet {
             unknown,
+            refused,
             ..Fleet::default()
         };
         for (i, (member, sources)) in members.into_iter().enumerate() {
@@ -149,15 +179,16 @@ impl Fleet {
         match self.unknown {
             UnknownSources::Default => Choice::Default,
             UnknownSources::Refuse => {
-                self.refused.fetch_add(1, Relaxed);
+                self.refused.inc();
                 Choice::Refuse
             }
         }
     }
 
-    /// Callers refused so far (one per connection or batch of requests).
+    /// Callers refused so far (one per connection), by every fleet counting in the same
+    /// counter.
     pub fn refused(&self) -> u64 {
-        self.refused.load(Relaxed)
+        self.refused.get()
     }
 }
 
@@ -182,8 +213,8 @@ pub fn describe(config: &FleetConfig) -> Vec<String> {
     lines
 }
 
-/// Logs what each instance of `snapshot`'s fleet answered (at exit; until the Prometheus
-/// endpoint exports these counts). Nothing without a fleet.
+/// Logs what each instance of `snapshot`'s fleet answered (at exit, for those without a
+/// metrics scrape). Nothing without a fleet.
 pub fn log_counts(snapshot: &Snapshot) {
     let counts = snapshot.fleet_counts();
     if counts.answered.is_empty() {
@@ -195,7 +226,7 @@ pub fn log_counts(snapshot: &Snapshot) {
         .map(|(name, n)| format!("{name} {n}"))
         .collect();
     tracing::info!(
-        "fleet: requests answered by profile since the last load: {}; callers refused: {}",
+        "fleet: requests answered by profile: {}; callers refused: {}",
         answered.join(", "),
         counts.refused
     );
@@ -227,7 +258,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_in_both_families() {
-        let f = Fleet::new(
+        let f = Fleet::counting(
             vec![
                 (member("wide"), cidrs(&["169.254.0.0/16", "fe80::/10"])),
                 (
@@ -238,6 +269,7 @@ mod tests {
                 (member("all"), cidrs(&["0.0.0.0/0"])),
             ],
             UnknownSources::Refuse,
+            Arc::default(),
         );
         for (peer, want) in [
             ("169.254.20.7", Choice::Member(2)),
@@ -262,7 +294,11 @@ mod tests {
             (UnknownSources::Default, Choice::Default),
             (UnknownSources::Refuse, Choice::Refuse),
         ] {
-            let f = Fleet::new(vec![(member("a"), cidrs(&["127.0.0.2"]))], unknown);
+            let f = Fleet::counting(
+                vec![(member("a"), cidrs(&["127.0.0.2"]))],
+                unknown,
+                Arc::default(),
+            );
             assert_eq!(f.lookup(ip("127.0.0.2")), Choice::Member(0));
             assert_eq!(f.lookup(ip("127.0.0.3")), want);
         }

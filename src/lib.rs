@@ -22,9 +22,15 @@
 //! device/    TUN, in-memory, fault-injecting and pcap devices; routes; hosts file; host state
 //! engine/    the packet loop that joins device, wire, tcp, http and the snapshot
 //! listen     the kernel-socket front door (`serve --listen`)
-//! pending    parked requests: tickets on work off the packet path, and waking the front door
+//! pending    parked requests: tickets on work off the packet path or on a change (GCE's
+//!            hanging GETs), and waking the front door
+//! control/   the control socket of a running instance (`imds-tun ctl`): live edits mapped onto
+//!            the configuration, reload, status counters
 //! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
 //!            App Service, legacy VM extension
+//! status     `imds-tun status`: the state directory and a scrape, summarised
+//! metrics/   the Prometheus registry (requests, tokens, TCP, latency), its text format and
+//!            the opt-in loopback endpoint; every feature exports its counters through it
 //! ```
 //!
 //! # Principles
@@ -34,8 +40,10 @@
 //! Everything that can be rendered ahead of time is rendered into the [`snapshot::Snapshot`]
 //! once per configuration load; answering a static request is a lookup and a reference.
 
+pub mod access_log;
 pub mod cloud;
 pub mod config;
+pub mod control;
 pub mod device;
 pub mod doors;
 pub mod engine;
@@ -43,7 +51,9 @@ pub mod fleet;
 pub mod http;
 pub mod identity;
 pub mod listen;
+pub mod metrics;
 pub mod pending;
 pub mod snapshot;
+pub mod status;
 pub mod tcp;
 pub mod wire;

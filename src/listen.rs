@@ -9,9 +9,12 @@
 //! request in progress) and a header timeout (a request started but not complete). No root is
 //! needed; this is also the contender "kernel TCP" in the benchmark.
 //!
-//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream) parks its
-//! connection: the task waits on the ticket (at most [`PARK_LIMIT`]) without reading further,
-//! then answers the buffer again. Other connections, being other tasks, are not held up.
+//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream, a hanging
+//! GET) parks its connection: the task waits on the ticket (at most
+//! [`crate::pending::Ticket::limit`] from its
+//! first park) without reading further, then answers the buffer again, with
+//! [`RequestContext::wait_over`] once the deadline has passed. Other connections, being other
+//! tasks, are not held up; a parked connection is a sleeping task, not a thread.
 //!
 //! A caller the configuration's fleet refuses ([`crate::fleet`]) is reset on accept (and, after
 //! a reload that starts refusing it, at its next request).
@@ -29,9 +32,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cloud::{Door, RequestContext};
+use crate::control::status::FrontStats;
 use crate::doors::HimdsKeys;
-use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
-use crate::pending::{Wake, PARK_LIMIT};
+use crate::http::exchange::{respond_all_with, Outgoing};
+use crate::metrics::answered::Answered;
+use crate::metrics::Observer;
+use crate::pending::Wake;
 use crate::snapshot::SnapshotCell;
 
 /// How many bytes one read may bring.
@@ -107,13 +113,21 @@ fn refuse(stream: TcpStream) -> std::io::Result<()> {
     linger.map_err(std::io::Error::from)
 }
 
-/// Serves connections on `listener` as the metadata door until the task is dropped.
-pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
-    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
+/// Serves connections on `listener` as the metadata door until the task is dropped, counting
+/// them in `stats`.
+pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, stats: Arc<FrontStats>) {
+    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata), stats).await
 }
 
-/// Serves connections on `listener` as `door` until the task is dropped.
-pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
+/// Serves connections on `listener` as `door` until the task is dropped; its requests are
+/// counted in a request block of its own ([`Observer::new`]) and in `stats`.
+pub async fn serve_door(
+    listener: TcpListener,
+    cell: Arc<SnapshotCell>,
+    door: FrontDoor,
+    stats: Arc<FrontStats>,
+) {
+    let observer = Observer::new();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -124,8 +138,13 @@ pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: Fr
                 }
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
+                let observer = observer.clone();
+                let stats = Arc::clone(&stats);
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, cell, door).await {
+                    stats.connection_opened();
+                    let result = connection(stream, peer, cell, door, observer, &stats).await;
+                    stats.connection_closed();
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -144,6 +163,8 @@ async fn connection(
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
+    observer: Observer,
+    stats: &FrontStats,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -159,12 +180,16 @@ async fn connection(
     // nothing.
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
+    let mut answered: Vec<Answered> = Vec::new();
+    // When the bytes that completed the buffered requests were read (latency counts from it).
+    let mut arrival = std::time::Instant::now();
     // When the request now buffered began: it must be complete within the header timeout
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
     let mut request_started: Option<tokio::time::Instant> = None;
-    // Set after a parked request's ticket is done: answer the buffer again before reading.
-    let mut rerun = false;
+    // Set after a parked request's ticket is done or its time is up: answer the buffer again
+    // before reading. `deadline` is the first park's; `over` says it has passed.
+    let mut rerun: Option<(tokio::time::Instant, bool)> = None;
     // Created on the first parked request only (the common path never parks).
     let mut wakeup: Option<Arc<tokio::sync::Notify>> = None;
     // A client usually sends its request right after connecting, so by the time the
@@ -172,8 +197,8 @@ async fn connection(
     // (a wait costs an epoll round and a task switch; a miss costs one EAGAIN).
     let mut maybe_readable = true;
     loop {
-        let rerun_now = std::mem::take(&mut rerun);
-        if !rerun_now && !std::mem::take(&mut maybe_readable) {
+        let this_run = rerun.take();
+        if this_run.is_none() && !std::mem::take(&mut maybe_readable) {
             let deadline = match request_started {
                 Some(t) => t + header,
                 None => tokio::time::Instant::now() + idle,
@@ -192,27 +217,36 @@ async fn connection(
             peer,
             local,
             door: door.door(),
+            wait_over: this_run.is_some_and(|(_, over)| over),
         };
-        let answer = |input: &[u8], out: &mut Vec<Outgoing>| match &door {
-            FrontDoor::Plain(_) => respond_all(input, instance, &ctx, &limits, out),
-            FrontDoor::Himds(keys) => {
-                respond_all_with(input, &limits, out, |req| keys.respond(instance, req, &ctx))
+        let answer = |input: &[u8],
+                      out: &mut Vec<Outgoing>,
+                      answered: &mut Vec<Answered>,
+                      arrival: std::time::Instant| {
+            let mut sink = observer.sink(out, answered, ctx.door, peer, (arrival, ctx.now));
+            match &door {
+                FrontDoor::Plain(_) => respond_all_with(input, &limits, &mut sink, |req| {
+                    stats.counted(req.path, instance.respond(req, &ctx))
+                }),
+                FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
+                    stats.counted(req.path, keys.respond(instance, req, &ctx))
+                }),
             }
         };
-        let progress = if rerun_now || !buf.is_empty() {
-            if !rerun_now {
+        let progress = if this_run.is_some() || !buf.is_empty() {
+            if this_run.is_none() {
                 // Never hold more than one request's worth of bytes plus one read; the
                 // parser rejects anything over its limits before that matters.
                 if buf.len() > cap {
                     return Ok(());
                 }
                 match fill(&stream, &mut buf)? {
-                    Filled::Data => {}
+                    Filled::Data => arrival = std::time::Instant::now(),
                     Filled::WouldBlock => continue,
                     Filled::Closed => return Ok(()),
                 }
             }
-            let progress = answer(&buf, &mut out);
+            let progress = answer(&buf, &mut out, &mut answered, arrival);
             buf.drain(..progress.consumed);
             if buf.is_empty() {
                 // Back to owning nothing once the slow path is over.
@@ -223,10 +257,10 @@ async fn connection(
             let step = SCRATCH.with_borrow_mut(|scratch| {
                 scratch.clear();
                 match fill(&stream, scratch)? {
-                    Filled::Data => {}
+                    Filled::Data => arrival = std::time::Instant::now(),
                     other => return Ok::<_, std::io::Error>(Err(other)),
                 }
-                let progress = answer(scratch, &mut out);
+                let progress = answer(scratch, &mut out, &mut answered, arrival);
                 // An unfinished (or pipelined, parked) tail stays with the connection.
                 buf.extend_from_slice(&scratch[progress.consumed..]);
                 Ok(Ok(progress))
@@ -241,6 +275,7 @@ async fn connection(
         for o in out.drain(..) {
             stream.write_all(&o.bytes).await?;
         }
+        observer.finish(&mut answered, std::time::Instant::now());
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,
             // A pipelined request already began; its clock starts now.
@@ -255,14 +290,22 @@ async fn connection(
             // The request stays in `buf` (unconsumed): nothing after it is read or answered
             // until it is, which keeps pipelined answers in order. Other connections are
             // their own tasks and go on meanwhile.
+            // The same request parking again keeps its first deadline.
+            let deadline = match this_run {
+                Some((deadline, _)) if progress.answered == 0 => deadline,
+                _ => tokio::time::Instant::now() + ticket.limit(),
+            };
             let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
             let waker: Arc<dyn Wake> = notify.clone();
             ticket.on_done(&waker);
-            let parked = tokio::time::timeout(PARK_LIMIT, notify.notified()).await;
+            stats.parked_changed(true);
+            let parked = tokio::time::timeout_at(deadline, notify.notified()).await;
+            stats.parked_changed(false);
+            let over = parked.is_err() || tokio::time::Instant::now() >= deadline;
             if parked.is_err() {
                 ticket.time_out();
             }
-            rerun = true;
+            rerun = Some((deadline, over));
             request_started = None;
         }
     }

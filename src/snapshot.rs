@@ -23,6 +23,7 @@ use std::sync::Arc;
 use crate::cloud::aws::Aws;
 use crate::cloud::azure::himds::{HimdsAnswer, KeyRing, KEY_ENTROPY};
 use crate::cloud::azure::Azure;
+use crate::cloud::gce::guest::GuestAttributes;
 use crate::cloud::gce::Gce;
 use crate::cloud::{owner, Door, Owner, Reply, Request, RequestContext};
 use crate::config::{Config, ConfigError, ConfigErrors, Problems};
@@ -30,14 +31,17 @@ use crate::fleet::{Choice, Fleet, Member, Tally, DEFAULT_PROFILE};
 use crate::http::{Method, Prebuilt, Response};
 use crate::identity::{IdentityKeys, CA_PATH, JWKS_PATH};
 
-/// Secrets that outlive snapshots (a reload must not invalidate issued session tokens, nor
-/// change the keys tokens and documents are signed with).
+/// Secrets and live state that outlive snapshots (a reload must not invalidate issued session
+/// tokens, change the keys tokens and documents are signed with, or forget what the guest
+/// wrote).
 #[derive(Clone)]
 pub struct Keys {
     /// Key for stateless session tokens (AWS IMDSv2) and other MACs.
     pub session: [u8; 32],
     /// The signing key, CA and certificates ([`crate::identity`]).
     pub identity: Arc<IdentityKeys>,
+    /// GCE guest attributes written by the guest ([`crate::cloud::gce::guest`]).
+    pub guest_attributes: Arc<GuestAttributes>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -51,7 +55,11 @@ impl Keys {
     pub fn new(identity: Arc<IdentityKeys>) -> std::io::Result<Keys> {
         let mut session = [0u8; 32];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut session)?;
-        Ok(Keys { session, identity })
+        Ok(Keys {
+            session,
+            identity,
+            guest_attributes: GuestAttributes::new(),
+        })
     }
 
     /// Fixed keys, for tests and golden files: the session key is `seed` repeated, the
@@ -60,6 +68,7 @@ impl Keys {
         Keys {
             session: [seed; 32],
             identity: IdentityKeys::fixed(),
+            guest_attributes: GuestAttributes::new(),
         }
     }
 }
@@ -115,7 +124,7 @@ impl Snapshot {
                 });
                 continue;
             };
-            let tally = Some(Tally::new(&profile.name));
+            let tally = Some(Tally::registered(&profile.name));
             match Snapshot::build_one(own.clone(), keys, source, tally) {
                 Ok(snapshot) => members.push((
                     Member {
@@ -134,8 +143,12 @@ impl Snapshot {
             return Err(ConfigErrors(errors));
         }
         let fleet = Fleet::new(members, config.fleet.unknown_sources);
-        let mut base =
-            Snapshot::build_one(config, keys, source, Some(Tally::new(DEFAULT_PROFILE)))?;
+        let mut base = Snapshot::build_one(
+            config,
+            keys,
+            source,
+            Some(Tally::registered(DEFAULT_PROFILE)),
+        )?;
         base.fleet = fleet;
         Ok(base)
     }
@@ -230,6 +243,17 @@ impl Snapshot {
         FleetCounts {
             answered: own.chain(members).collect(),
             refused: self.fleet.refused(),
+        }
+    }
+
+    /// Called once this snapshot has been replaced: wakes the hanging GETs parked on it (and
+    /// on its fleet's instances) so they compare against the new one.
+    pub fn retire(&self) {
+        if let Some(gce) = &self.gce {
+            gce.retire();
+        }
+        for member in self.fleet.members() {
+            member.snapshot.retire();
         }
     }
 
@@ -379,12 +403,14 @@ impl SnapshotCell {
         }
     }
 
-    /// Replaces the snapshot; in-flight requests finish with the old one.
+    /// Replaces the snapshot; in-flight requests finish with the old one, and requests parked
+    /// on a change of it are woken (after the swap, so their re-run sees the new one).
     pub fn replace(&self, snapshot: Snapshot) {
         let new = Arc::new(snapshot);
-        match self.current.write() {
-            Ok(mut guard) => *guard = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
-        }
+        let old = match self.current.write() {
+            Ok(mut guard) => std::mem::replace(&mut *guard, new),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),
+        };
+        old.retire();
     }
 }

@@ -260,12 +260,16 @@ fn serve_answers_each_source_address_as_its_own_instance() {
 }
 
 /// `serve` with `"unknownSources": "refuse"`: a caller of no profile is reset, whatever it
-/// asks; the profiles' callers are served.
+/// asks; the profiles' callers are served; the metrics count both per profile.
 #[test]
 fn serve_resets_unknown_sources_when_told_to_refuse() {
     let dir = scratch_dir("refuse");
     let cfg = fleet_config(["127.0.0.2", "127.0.0.3"], "refuse");
-    let server = support::Server::start(Some(&write_config(&dir, "fleet.json", &cfg)));
+    let metrics = format!("127.0.0.1:{}", support::free_port());
+    let server = support::Server::start_with(
+        Some(&write_config(&dir, "fleet.json", &cfg)),
+        ["--metrics", &metrics],
+    );
     let url = format!("http://{}/latest/meta-data/instance-id", server.addr);
     for from in ["127.0.0.4", "127.0.0.1"] {
         let (code, out) = curl_from(from, &["-sS", "-m", "5", &url]);
@@ -278,6 +282,25 @@ fn serve_resets_unknown_sources_when_told_to_refuse() {
     assert_eq!(
         ok(curl_from("127.0.0.3", &["-sS", "-m", "5", &url])),
         "i-00000000000000001"
+    );
+    let scrape = ok(curl_from(
+        "127.0.0.1",
+        &["-sS", "-m", "5", &format!("http://{metrics}/metrics")],
+    ));
+    let mut fleet: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("imds_tun_fleet_"))
+        .collect();
+    fleet.sort_unstable();
+    assert_eq!(
+        fleet,
+        [
+            "imds_tun_fleet_refused_total 2",
+            "imds_tun_fleet_requests_total{profile=\"a\"} 1",
+            "imds_tun_fleet_requests_total{profile=\"b\"} 1",
+            "imds_tun_fleet_requests_total{profile=\"default\"} 0",
+        ],
+        "{scrape}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -71,6 +71,7 @@ fn allocations_from(
         peer: SocketAddr::from((peer, 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
         door: Default::default(),
+        wait_over: false,
     };
     let what = String::from_utf8_lossy(request);
     let answer = |out: &mut Vec<Outgoing>| {
@@ -264,4 +265,50 @@ fn fleet_answers_allocate_nothing() {
     let answered: Vec<u64> = counts.answered.iter().map(|(_, n)| *n).collect();
     // Two answers per request (warm-up and counted) for each of three requests.
     assert_eq!(answered, [6, 6, 6, 0], "{counts:?}");
+}
+
+/// Counting and timing each request for the metrics, and publishing an engine's counters,
+/// allocate nothing either: the engine and the kernel-socket loop answer through this sink
+/// and publish once per loop iteration.
+#[test]
+fn metrics_recording_allocates_nothing() {
+    use imds_tun::metrics::{EngineSlot, Observer, RequestMetrics, Route};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let s = snapshot(default_config(), &Keys::fixed(1));
+    let limits = s.config.server.limits();
+    let peer = SocketAddr::from(([169, 254, 0, 2], 40000));
+    let ctx = RequestContext {
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(NOW),
+        peer,
+        local: SocketAddr::from(([169, 254, 169, 254], 80)),
+        door: Default::default(),
+        wait_over: false,
+    };
+    let observer = Observer::with(Arc::new(RequestMetrics::default()), None);
+    let slot = EngineSlot::default();
+    let tcp = imds_tun::tcp::Counters::default();
+    let engine = imds_tun::engine::EngineCounters::default();
+    let request =
+        b"GET /metadata/instance?api-version=2021-02-01 HTTP/1.1\r\nMetadata: true\r\n\r\n";
+    let mut out: Vec<Outgoing> = Vec::with_capacity(8);
+    let mut answered = Vec::with_capacity(8);
+    let mut allocated = 0;
+    for round in 0..2 {
+        let before = ALLOCATIONS.with(Cell::get);
+        let arrival = (Instant::now(), ctx.now);
+        let mut sink = observer.sink(&mut out, &mut answered, ctx.door, peer, arrival);
+        respond_all(request, &s, &ctx, &limits, &mut sink);
+        observer.finish(&mut answered, Instant::now());
+        slot.publish(&tcp, &engine, (0, 1, 0));
+        allocated = ALLOCATIONS.with(Cell::get) - before;
+        assert_eq!(out.len(), 1, "round {round}");
+        out.clear();
+    }
+    assert_eq!(
+        allocated, 0,
+        "recording a request allocated {allocated} times"
+    );
+    assert_eq!(observer.metrics().count(Route::AzureInstance, 200), 2);
 }

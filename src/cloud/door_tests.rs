@@ -28,6 +28,7 @@ fn ctx(door: Door, secs: u64) -> RequestContext {
         peer: addr,
         local: addr,
         door,
+        wait_over: false,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct RequestContext {
     pub local: SocketAddr,
     /// Which front door the request came through: it decides which rules apply.
     pub door: Door,
+    /// The request already waited as long as it may ([`crate::pending::Ticket::limit`]): a
+    /// hanging GET answers the current value instead of parking again.
+    pub wait_over: bool,
 }
 
 /// The front doors a request can come through. Each is a different service on a real

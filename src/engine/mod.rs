@@ -4,19 +4,23 @@
 //! Contract: [`Engine`] owns one device (one TUN queue) and the connections the kernel steers
 //! to it. It is driven with time passed in: [`Engine::handle_ready`] drains up to a batch of
 //! packets and answers every request they complete, [`Engine::handle_timeout`] runs TCP
-//! timers, [`Engine::flush`] writes every pending segment (one writev each), and
-//! [`Engine::poll_at`] says when to come back. A request answered
+//! timers, [`Engine::flush`] writes every pending segment (one writev each),
+//! [`Engine::handle_flushed`] records the answered requests' latency and publishes the
+//! counters ([`crate::metrics`]), and [`Engine::poll_at`] says when to come back. A request answered
 //! [`crate::http::Reply::Pending`] parks its connection (see [`crate::pending`]);
 //! [`Engine::handle_wakeup`] answers it when the engine's wake-up eventfd says its ticket is
-//! done, or with the error at its deadline, while every other connection is served as usual. [`driver`] is the thin blocking loop around it
+//! done, or at its deadline (the error for a token flight, the current value for a hanging
+//! GET), while every other connection is served as usual. A parked request is a ticket in
+//! its connection's state, held from TCP's header and idle timeouts: thousands cost only
+//! their connections. [`driver`] is the thin blocking loop around it
 //! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
 //!
 //! A caller that the configuration's fleet refuses ([`crate::fleet`]) is reset when its first
 //! bytes arrive.
 //!
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
-//! lookup (and with a fleet, one lookup of the caller's profile) and one device write of header + snapshot slice; nothing on that path allocates or
-//! copies the response. A malformed packet costs only itself (counted); a bad request costs
+//! lookup (with a fleet, one lookup of the caller's profile) and one device write of header +
+//! snapshot slice; nothing on that path allocates or copies the response. A malformed packet costs only itself (counted); a bad request costs
 //! only its connection.
 
 pub mod driver;
@@ -29,9 +33,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cloud::{Door, RequestContext};
+use crate::control::status::FrontStats;
 use crate::device::{Device, MAX_PACKET};
-use crate::http::exchange::{respond_all, Outgoing};
-use crate::pending::{Ticket, Wake, PARK_LIMIT};
+use crate::http::exchange::{respond_all_with, Outgoing};
+use crate::metrics::answered::Answered;
+use crate::metrics::{EngineSlot, Observer};
+use crate::pending::{Ticket, Wake};
 use crate::snapshot::SnapshotCell;
 use crate::tcp::{ConnId, ConnTable, TcpConfig};
 use crate::wire::{self, Malformed, Packet};
@@ -66,8 +73,19 @@ pub struct Exchange {
     /// are read on this connection.
     closing: bool,
     /// The first unanswered request waits on this ticket until the deadline; it and the
-    /// bytes after it stay in the receive buffer.
+    /// bytes after it stay in the receive buffer, held from TCP's header and idle timeouts.
     parked: Option<(Ticket, std::time::Instant)>,
+}
+
+/// How a request is being answered: for the first time, or re-run after it was parked.
+#[derive(Clone, Copy, Debug)]
+struct Rerun {
+    /// The deadline of its first park: parking the same request again keeps it.
+    deadline: std::time::Instant,
+    /// The deadline has passed: a hanging GET answers now.
+    over: bool,
+    /// When the request's bytes were read (its first park began then): latency counts from it.
+    arrival: std::time::Instant,
 }
 
 /// A monotonic clock origin, so TCP's microsecond [`crate::tcp::Instant`] can be derived from
@@ -104,9 +122,19 @@ pub struct Engine<D: Device> {
     out: Vec<Outgoing>,
     /// Connections with a parked request (see [`crate::pending`]).
     parked: Vec<ConnId>,
+    /// The earliest deadline of the parked requests (kept so that `poll_at` and
+    /// `handle_wakeup` cost nothing per loop while thousands of hanging GETs wait).
+    parked_until: Option<std::time::Instant>,
+    /// What `ctl status` reads: this thread's own counters (no cache line shared).
+    stats: Arc<FrontStats>,
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
+    /// Where answered requests are counted and logged, and this thread's counters published
+    /// ([`Engine::export`]); `None` in tests that do not look.
+    observer: Option<(Observer, Arc<EngineSlot>)>,
+    /// Requests answered since the last [`Engine::handle_flushed`] (capacity reused).
+    answered: Vec<Answered>,
 }
 
 impl<D: Device> Engine<D> {
@@ -128,7 +156,27 @@ impl<D: Device> Engine<D> {
             echo: vec![0u8; MAX_PACKET].into_boxed_slice(),
             out: Vec::with_capacity(8),
             parked: Vec::new(),
+            parked_until: None,
+            stats: Arc::new(FrontStats::default()),
             wakeup: None,
+            observer: None,
+            answered: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Counts and logs every answered request through `observer`, and publishes this
+    /// engine's TCP and packet counters to `slot` at each [`Engine::handle_flushed`].
+    pub fn export(&mut self, observer: Observer, slot: Arc<EngineSlot>) {
+        self.observer = Some((observer, slot));
+    }
+
+    /// The responses queued so far were written at `done`: records their requests' latency
+    /// (and access log lines) and publishes the counters. The driver calls it after
+    /// [`Engine::flush`].
+    pub fn handle_flushed(&mut self, done: std::time::Instant) {
+        if let Some((observer, slot)) = &self.observer {
+            observer.finish(&mut self.answered, done);
+            slot.publish(self.tcp.counters(), &self.counters, self.tcp.class_counts());
         }
     }
 
@@ -137,36 +185,59 @@ impl<D: Device> Engine<D> {
         self.wakeup.as_ref().map(|w| w.fd())
     }
 
-    /// Re-runs every parked request whose ticket is done, and answers the error for those
-    /// parked past their deadline ([`PARK_LIMIT`]). Costs nothing while none is parked.
+    /// Re-runs every parked request whose ticket is done, and those whose deadline passed (a
+    /// token flight then fails; a hanging GET answers its current value). Costs nothing while
+    /// none is parked, and only an eventfd read while none is due.
     pub fn handle_wakeup(&mut self, now: std::time::Instant, wall: SystemTime) {
         if self.parked.is_empty() {
             return;
         }
-        if let Some(w) = &self.wakeup {
-            w.drain();
+        let signalled = self.wakeup.as_ref().is_some_and(|w| w.drain());
+        if !signalled && self.parked_until.is_none_or(|at| at > now) {
+            return;
         }
         let parked = std::mem::take(&mut self.parked);
+        self.parked_until = None;
         for id in parked {
             let Some(app) = self.tcp.app_mut(id) else {
                 continue; // the connection is gone
             };
-            let ready = match &app.parked {
+            let rerun = match &app.parked {
                 None => continue,
-                Some((ticket, _)) if ticket.is_done() => true,
+                Some((ticket, deadline)) if ticket.is_done() => Rerun {
+                    deadline: *deadline,
+                    over: *deadline <= now,
+                    arrival: deadline.checked_sub(ticket.limit()).unwrap_or(now),
+                },
                 Some((ticket, deadline)) if *deadline <= now => {
                     ticket.time_out();
-                    true
+                    Rerun {
+                        deadline: *deadline,
+                        over: true,
+                        arrival: deadline.checked_sub(ticket.limit()).unwrap_or(now),
+                    }
                 }
-                Some(_) => false,
+                Some((_, deadline)) => {
+                    let at = *deadline;
+                    self.parked.push(id);
+                    self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                    continue;
+                }
             };
-            if ready {
-                app.parked = None;
-                self.answer(id, now, wall);
-            } else {
-                self.parked.push(id);
-            }
+            app.parked = None;
+            self.tcp.hold(id, false, self.clock.tcp(now));
+            self.answer(id, now, wall, Some(rerun));
         }
+    }
+
+    /// Requests parked now (hanging GETs, token fetches), over all connections.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// The counters this engine publishes for `ctl status`.
+    pub fn stats(&self) -> &Arc<FrontStats> {
+        &self.stats
     }
 
     pub fn counters(&self) -> &EngineCounters {
@@ -212,8 +283,11 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Writes every pending segment.
+    /// Writes every pending segment, and publishes the connection and parked counts.
     pub fn flush(&mut self, now: std::time::Instant) {
+        let (half_open, established, _) = self.tcp.class_counts();
+        self.stats.set_connections((half_open + established) as u64);
+        self.stats.set_parked(self.parked.len() as u64);
         let t = self.clock.tcp(now);
         let device = &mut self.device;
         let counters = &mut self.counters;
@@ -230,12 +304,7 @@ impl<D: Device> Engine<D> {
     /// When the engine next has something to do without new packets.
     pub fn poll_at(&self) -> Option<std::time::Instant> {
         let tcp = self.tcp.poll_at().map(|t| self.clock.std(t));
-        let parked = self
-            .parked
-            .iter()
-            .filter_map(|id| self.tcp.app(*id)?.parked.as_ref().map(|(_, at)| *at))
-            .min();
-        [tcp, self.device.poll_at(), parked]
+        [tcp, self.device.poll_at(), self.parked_until]
             .into_iter()
             .flatten()
             .min()
@@ -252,7 +321,7 @@ impl<D: Device> Engine<D> {
         match packet {
             Packet::Tcp(seg) => {
                 if let Some(id) = self.tcp.handle_segment(self.clock.tcp(now), &seg) {
-                    self.answer(id, now, wall);
+                    self.answer(id, now, wall, None);
                 }
             }
             Packet::EchoRequest(req) => {
@@ -283,8 +352,15 @@ impl<D: Device> Engine<D> {
 
     /// Answers every complete request buffered on `id`, and closes when HTTP says so or the
     /// peer has finished sending. A parked connection is left alone until its ticket is done
-    /// ([`Engine::handle_wakeup`]).
-    fn answer(&mut self, id: ConnId, now: std::time::Instant, wall: SystemTime) {
+    /// ([`Engine::handle_wakeup`]), which re-runs it with `rerun`. `now` is when the
+    /// request's bytes were read, for a first run.
+    fn answer(
+        &mut self,
+        id: ConnId,
+        now: std::time::Instant,
+        wall: SystemTime,
+        rerun: Option<Rerun>,
+    ) {
         let Some((local, peer)) = self.tcp.endpoints(id) else {
             return;
         };
@@ -312,8 +388,26 @@ impl<D: Device> Engine<D> {
                 peer,
                 local,
                 door: Door::at_address(local.ip()),
+                wait_over: rerun.is_some_and(|r| r.over),
             };
-            let progress = respond_all(data, snapshot, &ctx, &limits, &mut self.out);
+            let stats = &self.stats;
+            let respond = |request: &crate::http::Request<'_>| {
+                stats.counted(request.path, snapshot.respond(request, &ctx))
+            };
+            let progress = match &self.observer {
+                Some((observer, _)) => {
+                    let arrival = rerun.map_or(now, |r| r.arrival);
+                    let mut sink = observer.sink(
+                        &mut self.out,
+                        &mut self.answered,
+                        ctx.door,
+                        peer,
+                        (arrival, wall),
+                    );
+                    respond_all_with(data, &limits, &mut sink, respond)
+                }
+                None => respond_all_with(data, &limits, &mut self.out, respond),
+            };
             snapshot.count_answered(progress.answered);
             self.counters.requests += progress.answered as u64;
             self.tcp.consume(id, progress.consumed);
@@ -332,7 +426,9 @@ impl<D: Device> Engine<D> {
                 return;
             }
             if let Some(ticket) = progress.pending {
-                self.park(id, ticket, now);
+                // The same request parking again keeps its first deadline.
+                let keep = rerun.filter(|_| progress.answered == 0).map(|r| r.deadline);
+                self.park(id, ticket, now, keep);
                 // The parked request is complete: a FIN after it does not end the exchange.
                 return;
             }
@@ -343,8 +439,15 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Holds `id`'s first unanswered request until `ticket` is done or [`PARK_LIMIT`] passes.
-    fn park(&mut self, id: ConnId, ticket: Ticket, now: std::time::Instant) {
+    /// Holds `id`'s first unanswered request until `ticket` is done or its deadline passes:
+    /// `keep`, else the ticket's limit from now.
+    fn park(
+        &mut self,
+        id: ConnId,
+        ticket: Ticket,
+        now: std::time::Instant,
+        keep: Option<std::time::Instant>,
+    ) {
         if self.wakeup.is_none() {
             match EventFd::new() {
                 Ok(fd) => self.wakeup = Some(Arc::new(fd)),
@@ -356,9 +459,12 @@ impl<D: Device> Engine<D> {
             let waker: Arc<dyn Wake> = w.clone();
             ticket.on_done(&waker);
         }
+        let deadline = keep.unwrap_or(now + ticket.limit());
         if let Some(app) = self.tcp.app_mut(id) {
-            app.parked = Some((ticket, now + PARK_LIMIT));
+            app.parked = Some((ticket, deadline));
             self.parked.push(id);
+            self.parked_until = Some(self.parked_until.map_or(deadline, |t| t.min(deadline)));
+            self.tcp.hold(id, true, self.clock.tcp(now));
         }
     }
 

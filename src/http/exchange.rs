@@ -31,6 +31,11 @@ pub struct Outgoing {
 /// Where responses go; a transport queues or writes them.
 pub trait Sink {
     fn push(&mut self, out: Outgoing);
+
+    /// Told once per answered request, just before its response is pushed: the request
+    /// (`None` when it could not be parsed) and the status answered. Front doors count and log
+    /// here ([`crate::metrics::answered`]); the default ignores it.
+    fn answered(&mut self, _request: Option<&Request<'_>>, _status: u16) {}
 }
 
 impl Sink for Vec<Outgoing> {
@@ -87,6 +92,7 @@ pub fn respond_all_with<'s>(
                 let head_only = request.method == Method::Head;
                 match respond(&request) {
                     Reply::Static(pre) => {
+                        sink.answered(Some(&request), pre.status());
                         let (bytes, sum) = pre.wire(close, head_only);
                         sink.push(Outgoing {
                             bytes,
@@ -94,7 +100,10 @@ pub fn respond_all_with<'s>(
                             ip_ttl: None,
                         });
                     }
-                    Reply::Dynamic(resp) => push_dynamic(sink, &resp, close, head_only),
+                    Reply::Dynamic(resp) => {
+                        sink.answered(Some(&request), resp.status);
+                        push_dynamic(sink, &resp, close, head_only)
+                    }
                     Reply::Pending(ticket) => {
                         progress.pending = Some(ticket);
                         break;
@@ -108,7 +117,9 @@ pub fn respond_all_with<'s>(
                 }
             }
             Err(e) => {
-                push_dynamic(sink, &error_response(e), true, false);
+                let resp = error_response(e);
+                sink.answered(None, resp.status);
+                push_dynamic(sink, &resp, true, false);
                 progress.close = true;
                 break;
             }

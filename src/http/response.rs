@@ -29,6 +29,7 @@ pub enum Reply<'s> {
 /// A response rendered once for both connection modes.
 #[derive(Clone, Debug)]
 pub struct Prebuilt {
+    status: u16,
     keep_alive: Rendered,
     close: Rendered,
 }
@@ -65,6 +66,11 @@ impl Prebuilt {
         } else {
             (r.bytes.clone(), Some(r.sum))
         }
+    }
+
+    /// The status code (for metrics and the access log).
+    pub fn status(&self) -> u16 {
+        self.status
     }
 
     /// The keep-alive bytes, for tests and golden files.
@@ -151,6 +157,7 @@ impl Response {
         let (ka, ka_head) = self.render(false, false);
         let (cl, cl_head) = self.render(true, false);
         Prebuilt {
+            status: self.status,
             keep_alive: Rendered::new(ka, ka_head),
             close: Rendered::new(cl, cl_head),
         }

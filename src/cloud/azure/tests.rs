@@ -33,6 +33,7 @@ fn ctx() -> RequestContext {
         peer: addr,
         local: addr,
         door: Default::default(),
+        wait_over: false,
     }
 }
 
