@@ -335,4 +335,56 @@ mod tests {
             [("default", 0), ("a", 0), ("b", 0)].map(|(n, c)| (n.to_string(), c))
         );
     }
+
+    /// Guest attributes are each instance's own, and survive a rebuild from the same keys.
+    #[test]
+    fn each_instance_keeps_its_own_guest_attributes() {
+        let text = r#"{"gce": {"enabled": true,
+                "instance": {"attributes": {"enable-guest-attributes": "TRUE"}}},
+            "fleet": {"profiles": [
+                {"name": "a", "sources": ["127.0.0.2"]}, {"name": "b", "sources": ["127.0.0.3"]}]}}"#;
+        let keys = Keys::fixed(1);
+        let build = || {
+            let cfg = config::load_str(text, "x.json", &|_| None).unwrap_or_else(|e| panic!("{e}"));
+            Snapshot::build(cfg, &keys, "x.json").unwrap_or_else(|e| panic!("{e}"))
+        };
+        let ask = |s: &Snapshot, peer: &str, request: &str| {
+            let ctx = crate::cloud::RequestContext {
+                now: std::time::SystemTime::UNIX_EPOCH,
+                peer: std::net::SocketAddr::new(ip(peer), 40000),
+                local: std::net::SocketAddr::from(([169, 254, 169, 254], 80)),
+                door: Default::default(),
+                wait_over: false,
+            };
+            let instance = s
+                .for_peer(ctx.peer.ip())
+                .unwrap_or_else(|| panic!("refused"));
+            let limits = instance.config.server.limits();
+            let mut out = Vec::new();
+            crate::http::exchange::respond_all(
+                request.as_bytes(),
+                instance,
+                &ctx,
+                &limits,
+                &mut out,
+            );
+            let bytes: Vec<u8> = out.iter().flat_map(|o| o.bytes.to_vec()).collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        const PATH: &str = "/computeMetadata/v1/instance/guest-attributes/testing/key";
+        let put = format!(
+            "PUT {PATH} HTTP/1.1\r\nMetadata-Flavor: Google\r\nContent-Length: 5\r\n\r\nvalue"
+        );
+        let get = format!("GET {PATH} HTTP/1.1\r\nMetadata-Flavor: Google\r\n\r\n");
+        let s = build();
+        let stored = ask(&s, "127.0.0.2", &put);
+        assert!(stored.starts_with("HTTP/1.1 200"), "{stored}");
+        assert!(ask(&s, "127.0.0.2", &get).ends_with("\r\n\r\nvalue"));
+        for other in ["127.0.0.3", "127.0.0.4"] {
+            let answer = ask(&s, other, &get);
+            assert!(answer.starts_with("HTTP/1.1 404"), "{other}: {answer}");
+        }
+        let reloaded = build();
+        assert!(ask(&reloaded, "127.0.0.2", &get).ends_with("\r\n\r\nvalue"));
+    }
 }

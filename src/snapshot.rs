@@ -18,6 +18,7 @@
 //! GCE alone) `/` is GCE's root; otherwise, when AWS is on, it is AWS's version list carrying
 //! `Metadata-Flavor: Google` too when GCE is on, which satisfies Go's probe and a person's curl.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cloud::aws::Aws;
@@ -42,6 +43,8 @@ pub struct Keys {
     pub identity: Arc<IdentityKeys>,
     /// GCE guest attributes written by the guest ([`crate::cloud::gce::guest`]).
     pub guest_attributes: Arc<GuestAttributes>,
+    /// Each fleet profile's own guest attributes, by profile name ([`Keys::for_profile`]).
+    profile_guest_attributes: Arc<std::sync::Mutex<BTreeMap<String, Arc<GuestAttributes>>>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -59,6 +62,7 @@ impl Keys {
             session,
             identity,
             guest_attributes: GuestAttributes::new(),
+            profile_guest_attributes: Arc::default(),
         })
     }
 
@@ -69,6 +73,21 @@ impl Keys {
             session: [seed; 32],
             identity: IdentityKeys::fixed(),
             guest_attributes: GuestAttributes::new(),
+            profile_guest_attributes: Arc::default(),
+        }
+    }
+
+    /// The keys fleet profile `name` renders with: the same keys, and guest attributes of its
+    /// own (what one instance's guest writes is not another's), kept across reloads by name.
+    pub fn for_profile(&self, name: &str) -> Keys {
+        let mut stores = self
+            .profile_guest_attributes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let own = stores.entry(name.to_string()).or_default();
+        Keys {
+            guest_attributes: Arc::clone(own),
+            ..self.clone()
         }
     }
 }
@@ -125,7 +144,8 @@ impl Snapshot {
                 continue;
             };
             let tally = Some(Tally::registered(&profile.name));
-            match Snapshot::build_one(own.clone(), keys, source, tally) {
+            let own_keys = keys.for_profile(&profile.name);
+            match Snapshot::build_one(own.clone(), &own_keys, source, tally) {
                 Ok(snapshot) => members.push((
                     Member {
                         name: profile.name.clone(),
