@@ -162,6 +162,10 @@ impl Fleet {
         &self.members
     }
 
+    pub fn members_mut(&mut self) -> &mut [Member] {
+        &mut self.members
+    }
+
     /// Who answers `peer` (IPv4-mapped IPv6 is looked up as IPv4).
     pub fn lookup(&self, peer: IpAddr) -> Choice {
         let peer = peer.to_canonical();
@@ -386,5 +390,26 @@ mod tests {
         }
         let reloaded = build();
         assert!(ask(&reloaded, "127.0.0.2", &get).ends_with("\r\n\r\nvalue"));
+    }
+
+    /// Live state (events, faults) is the host's: after a replace, every instance of the fleet
+    /// answers with the cell's.
+    #[test]
+    fn every_instance_answers_with_the_cells_live_state() {
+        let text = r#"{"azure": {"enabled": true}, "fleet": {"profiles": [
+            {"name": "a", "sources": ["127.0.0.2"]}]}}"#;
+        let build = || {
+            let cfg = config::load_str(text, "x.json", &|_| None).unwrap_or_else(|e| panic!("{e}"));
+            Snapshot::build(cfg, &Keys::fixed(1), "x.json").unwrap_or_else(|e| panic!("{e}"))
+        };
+        let cell = crate::snapshot::SnapshotCell::new(build());
+        cell.replace(build());
+        let current = cell.load();
+        for peer in ["127.0.0.2", "127.0.0.3"] {
+            let instance = current
+                .for_peer(ip(peer))
+                .unwrap_or_else(|| panic!("refused"));
+            assert!(Arc::ptr_eq(instance.live(), cell.live()), "{peer}");
+        }
     }
 }

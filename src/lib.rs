@@ -17,6 +17,8 @@
 //! snapshot   the immutable, pre-serialised response store all front doors answer from
 //! fleet      instances told apart by caller address: a snapshot per profile, longest prefix
 //!            wins, unknown callers get the base or a reset
+//! live/      what changes while running: scheduled, spot and maintenance events, injected
+//!            faults; shared by every snapshot of a cell
 //! wire/      IPv4/IPv6/TCP parse and emit, checksums (etherparse stays in here)
 //! tcp/       server-side TCP: connection table, state machine, timers (pure, no I/O)
 //! device/    TUN, in-memory, fault-injecting and pcap devices; routes; hosts file; host state
@@ -28,6 +30,7 @@
 //!            the configuration, reload, status counters
 //! doors/     the token doors on kernel sockets: Azure Arc HIMDS (key-file challenge),
 //!            App Service, legacy VM extension
+//! notify     sd_notify(3) for systemd's Type=notify (READY, RELOADING, STOPPING)
 //! status     `imds-tun status`: the state directory and a scrape, summarised
 //! metrics/   the Prometheus registry (requests, tokens, TCP, latency), its text format and
 //!            the opt-in loopback endpoint; every feature exports its counters through it
@@ -51,7 +54,9 @@ pub mod fleet;
 pub mod http;
 pub mod identity;
 pub mod listen;
+pub mod live;
 pub mod metrics;
+pub mod notify;
 pub mod pending;
 pub mod snapshot;
 pub mod status;

@@ -18,6 +18,9 @@
 //!
 //! A caller the configuration's fleet refuses ([`crate::fleet`]) is reset on accept (and, after
 //! a reload that starts refusing it, at its next request).
+//! An injected failure ([`crate::live::faults`]) that drops the connection ends it with a RST
+//! (`SO_LINGER` 0, then close) or a FIN, without an answer; an injected latency delays the
+//! connection's task only.
 //!
 //! Invariants: a connection buffers at most one request's worth of bytes (head and body
 //! limits), and between requests none at all: whole requests are read into and answered from
@@ -35,6 +38,7 @@ use crate::cloud::{Door, RequestContext};
 use crate::control::status::FrontStats;
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all_with, Outgoing};
+use crate::http::DropKind;
 use crate::metrics::answered::Answered;
 use crate::metrics::Observer;
 use crate::pending::Wake;
@@ -101,18 +105,6 @@ impl FrontDoor {
     }
 }
 
-/// Ends a connection from a caller the configuration's fleet refuses ([`crate::fleet`]) with a
-/// reset, as `up` does: SO_LINGER 0 makes close send RST and drop anything unread.
-fn refuse(stream: TcpStream) -> std::io::Result<()> {
-    let reset = nix::libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    let linger = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &reset);
-    drop(stream);
-    linger.map_err(std::io::Error::from)
-}
-
 /// Serves connections on `listener` as the metadata door until the task is dropped, counting
 /// them in `stats`.
 pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, stats: Arc<FrontStats>) {
@@ -133,7 +125,7 @@ pub async fn serve_door(
             Ok((stream, peer)) => {
                 if cell.load().for_peer(peer.ip()).is_none() {
                     // Refused at once, before a task is spent on it.
-                    let _ = refuse(stream);
+                    let _ = drop_connection(stream, DropKind::Reset).await;
                     continue;
                 }
                 let cell = Arc::clone(&cell);
@@ -210,7 +202,7 @@ async fn connection(
         }
         snapshot = cell.load();
         let Some(instance) = snapshot.for_peer(peer.ip()) else {
-            return refuse(stream);
+            return drop_connection(stream, DropKind::Reset).await;
         };
         let ctx = RequestContext {
             now: SystemTime::now(),
@@ -272,10 +264,25 @@ async fn connection(
             }
         };
         instance.count_answered(progress.answered);
+        // A delayed answer ends a round: requests pipelined behind it are answered after it,
+        // from the buffer, without waiting for more bytes.
+        let delayed = out.iter().any(|o| o.delay.is_some());
         for o in out.drain(..) {
+            if let Some(delay) = o.delay {
+                // An injected latency: only this connection's task waits.
+                tokio::time::sleep(delay).await;
+            }
             stream.write_all(&o.bytes).await?;
         }
         observer.finish(&mut answered, std::time::Instant::now());
+        if let Some(kind) = progress.drop {
+            return drop_connection(stream, kind).await;
+        }
+        if delayed && !buf.is_empty() && !progress.close {
+            // No deadline to keep (it is already now): a park of the next request gets its
+            // own limit.
+            rerun = Some((tokio::time::Instant::now(), false));
+        }
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,
             // A pipelined request already began; its clock starts now.
@@ -292,7 +299,12 @@ async fn connection(
             // their own tasks and go on meanwhile.
             // The same request parking again keeps its first deadline.
             let deadline = match this_run {
-                Some((deadline, _)) if progress.answered == 0 => deadline,
+                Some((deadline, over))
+                    if progress.answered == 0
+                        && (over || deadline > tokio::time::Instant::now()) =>
+                {
+                    deadline
+                }
                 _ => tokio::time::Instant::now() + ticket.limit(),
             };
             let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
@@ -309,4 +321,21 @@ async fn connection(
             request_started = None;
         }
     }
+}
+
+/// Ends a connection without answering: RST (linger 0) or FIN.
+async fn drop_connection(mut stream: TcpStream, kind: DropKind) -> std::io::Result<()> {
+    match kind {
+        DropKind::Reset => {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger)
+                .map_err(std::io::Error::from)?;
+            drop(stream);
+        }
+        DropKind::Close => stream.shutdown().await?,
+    }
+    Ok(())
 }

@@ -600,6 +600,7 @@ fn serve(
     let clouds = up::clouds(&snapshot.config);
     let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
+    imds_tun::live::ticker::spawn(&cell).context("cannot start the live-state thread")?;
     let control = Arc::new(Control::new(
         "serve",
         Arc::clone(&cell),
@@ -641,6 +642,7 @@ fn serve(
         )?;
         control.add_front(Arc::clone(doors.stats()));
         println!("imds-tun: serving {clouds} on {}", addrs.join(", "));
+        imds_tun::notify::notify_or_log("READY=1");
         // Whoever started us may read only the first line: a closed stdout is no failure.
         let mut out = std::io::stdout();
         for line in doors.env_lines() {
@@ -648,6 +650,7 @@ fn serve(
         }
         let result = wait_for_shutdown(&control).await;
         imds_tun::fleet::log_counts(&cell.load());
+        imds_tun::notify::notify_or_log("STOPPING=1");
         for line in doors.close() {
             tracing::info!("undone: {line}");
         }

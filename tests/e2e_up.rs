@@ -542,3 +542,67 @@ sys.stdout.write(d.decode())'",
     up.signal(libc::SIGTERM);
     assert!(up.wait(Duration::from_secs(10)).success());
 }
+
+/// Injected faults under `up` (configured at start): a 700 ms latency holds only its own
+/// request, off the packet path (a request on another connection meanwhile is answered at
+/// once, and one pipelined behind the late one comes after it, in order); a drop fault resets
+/// the connection without an answer; a 503 answers AWS's error page with `Retry-After`.
+#[test]
+fn injected_latency_drop_and_status_under_up() {
+    let host = TestHost::new(Shape::LoopbackOnly);
+    let (up, _) = up_with(
+        &host,
+        |cfg| {
+            cfg["aws"]["imdsv2"] = serde_json::json!("optional");
+            cfg["faults"] = serde_json::json!([
+                {"path": "/latest/meta-data/ami-id", "latency": "700ms"},
+                {"path": "/latest/meta-data/instance-id", "drop": "reset", "count": 1},
+                {"cloud": "aws", "path": "/latest/meta-data/placement/", "prefix": true, "status": 503,
+                 "retryAfter": 2, "count": 1}
+            ]);
+        },
+        1,
+    );
+    let out = host.sh(
+        "B=http://169.254.169.254/latest/meta-data
+         t0=$(date +%s%N)
+         curl -sS -m 5 $B/ami-id $B/instance-type > late.out &
+         sleep 0.2
+         t1=$(date +%s%N)
+         curl -sS -m 5 $B/hostname > other.out
+         t2=$(date +%s%N)
+         wait
+         t3=$(date +%s%N)
+         echo other_ms=$(( (t2 - t1) / 1000000 ))
+         echo late_ms=$(( (t3 - t0) / 1000000 ))
+         echo late=$(cat late.out)
+         curl -sS -m 5 $B/instance-id > /dev/null 2> drop.err; echo drop_rc=$?
+         echo again=$(curl -sS -m 5 $B/instance-id)
+         curl -sS -m 5 -D - -o /dev/null $B/placement/region | tr -d '\\r' | grep -E '^(HTTP|Retry-After)' | tr '\\n' ' '; echo
+         echo region=$(curl -sS -m 5 $B/placement/region)
+         rm -f late.out other.out drop.err",
+    );
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+            .to_string()
+    };
+    let ms = |k: &str| field(k).parse::<u64>().unwrap_or(u64::MAX);
+    assert!(ms("other_ms") < 400, "the other request waited:\n{out}");
+    assert!((700..3000).contains(&ms("late_ms")), "{out}");
+    assert_eq!(
+        field("late"),
+        "ami-0c1c30571d2dae5c9t3.micro",
+        "in order:\n{out}"
+    );
+    assert_eq!(field("drop_rc"), "56", "curl: connection reset:\n{out}");
+    assert!(field("again").starts_with("i-"), "one drop only:\n{out}");
+    assert!(
+        out.contains("HTTP/1.1 503 Service Unavailable Retry-After: 2"),
+        "{out}"
+    );
+    assert_eq!(field("region"), "eu-west-1", "{out}");
+    up.signal(libc::SIGTERM);
+    assert!(up.wait(Duration::from_secs(10)).success());
+}

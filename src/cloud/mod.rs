@@ -94,6 +94,35 @@ pub fn owner(path: &str) -> Owner {
     }
 }
 
+/// Azure's scheduled-events JSON for `state` (for tests of the live state).
+#[cfg(test)]
+pub fn azure_events_document(state: &crate::live::azure::AzureEvents) -> String {
+    azure::events_document(state)
+}
+
+/// The answer of an injected status ([`crate::live::faults`]) in the style of the cloud that
+/// owns `path` (`/`: GCE's when the request names GCE, else AWS's), with `Retry-After` when
+/// the rule gives one. No public source shows any of the three sending `Retry-After`; MSAL
+/// assumes 5 s without it.
+pub fn fault_answer(
+    owner: Owner,
+    wants_gce: bool,
+    path: &str,
+    status: u16,
+    retry_after: Option<u32>,
+) -> crate::http::Response {
+    let resp = match owner {
+        Owner::Azure => azure::fault(path, status),
+        Owner::Gce => gce::fault(status, path),
+        Owner::Root if wants_gce => gce::fault(status, path),
+        _ => aws::answers::fault(status),
+    };
+    match retry_after {
+        Some(s) => resp.header("Retry-After", s.to_string()),
+        None => resp,
+    }
+}
+
 /// Equality of two secrets (tokens, keys, secret headers) in time that depends only on their
 /// lengths, so a caller cannot find a secret byte by byte by timing answers.
 pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {

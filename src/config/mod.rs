@@ -17,6 +17,7 @@ pub mod aws;
 pub mod azure;
 pub mod doors;
 pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod gce;
 pub mod gosim;
@@ -58,6 +59,9 @@ pub struct Config {
     /// Other instances on this host, by caller address ([`fleet`]); none when absent.
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// Injected failures at start ([`events::FaultConfig`]; run by [`crate::live`]).
+    #[serde(default)]
+    pub faults: Vec<events::FaultConfig>,
 }
 
 /// A lookup of environment variables; `std::env::var` in production, a map in tests.
@@ -144,6 +148,7 @@ impl Config {
         self.aws.validate("$.aws", problems);
         self.identity.validate("$.identity", problems);
         self.fleet.validate("$.fleet", problems);
+        events::validate_faults(&self.faults, "$.faults", problems);
     }
 }
 

@@ -36,6 +36,7 @@ use crate::cloud::{Door, RequestContext};
 use crate::control::status::FrontStats;
 use crate::device::{Device, MAX_PACKET};
 use crate::http::exchange::{respond_all_with, Outgoing};
+use crate::http::DropKind;
 use crate::metrics::answered::Answered;
 use crate::metrics::{EngineSlot, Observer};
 use crate::pending::{Ticket, Wake};
@@ -75,6 +76,18 @@ pub struct Exchange {
     /// The first unanswered request waits on this ticket until the deadline; it and the
     /// bytes after it stay in the receive buffer, held from TCP's header and idle timeouts.
     parked: Option<(Ticket, std::time::Instant)>,
+    /// An answer injected latency holds back until its time; nothing after it is answered
+    /// before it is sent.
+    held: Option<Held>,
+}
+
+/// An answer waiting for its time ([`crate::http::Reply::Later`]).
+#[derive(Debug)]
+struct Held {
+    out: Outgoing,
+    at: std::time::Instant,
+    /// The connection closes after it (`Connection: close`).
+    close: bool,
 }
 
 /// How a request is being answered: for the first time, or re-run after it was parked.
@@ -202,6 +215,16 @@ impl<D: Device> Engine<D> {
             let Some(app) = self.tcp.app_mut(id) else {
                 continue; // the connection is gone
             };
+            if let Some(held) = app.held.take_if(|h| h.at <= now) {
+                self.tcp.hold(id, false, self.clock.tcp(now));
+                self.release(id, held, now, wall);
+                continue;
+            }
+            if let Some(at) = app.held.as_ref().map(|h| h.at) {
+                self.parked.push(id);
+                self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                continue;
+            }
             let rerun = match &app.parked {
                 None => continue,
                 Some((ticket, deadline)) if ticket.is_done() => Rerun {
@@ -364,7 +387,11 @@ impl<D: Device> Engine<D> {
         let Some((local, peer)) = self.tcp.endpoints(id) else {
             return;
         };
-        if self.tcp.app(id).is_some_and(|a| a.parked.is_some()) {
+        if self
+            .tcp
+            .app(id)
+            .is_some_and(|a| a.parked.is_some() || a.held.is_some())
+        {
             return;
         }
         let closing = self.tcp.app(id).is_some_and(|a| a.closing);
@@ -411,10 +438,41 @@ impl<D: Device> Engine<D> {
             snapshot.count_answered(progress.answered);
             self.counters.requests += progress.answered as u64;
             self.tcp.consume(id, progress.consumed);
+            let mut held = None;
             for o in self.out.drain(..) {
+                if let Some(delay) = o.delay {
+                    held = Some(Held {
+                        out: o,
+                        at: now + delay,
+                        close: progress.close,
+                    });
+                    break;
+                }
                 if self.tcp.send(id, o.bytes, o.sum, o.ip_ttl).is_err() {
                     break;
                 }
+            }
+            if let Some(held) = held {
+                // Sent by `handle_wakeup` at its time; the close (if any) after it. TCP's
+                // idle and header timeouts wait meanwhile, as for a parked request.
+                let at = held.at;
+                if let Some(app) = self.tcp.app_mut(id) {
+                    app.held = Some(held);
+                    self.parked.push(id);
+                    self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                    self.tcp.hold(id, true, self.clock.tcp(now));
+                }
+                return;
+            }
+            if let Some(kind) = progress.drop {
+                if let Some(app) = self.tcp.app_mut(id) {
+                    app.closing = true;
+                }
+                match kind {
+                    DropKind::Reset => self.tcp.abort(id),
+                    DropKind::Close => self.tcp.close(id),
+                }
+                return;
             }
             if progress.close {
                 if let Some(app) = self.tcp.app_mut(id) {
@@ -436,6 +494,22 @@ impl<D: Device> Engine<D> {
         // The peer sent FIN: whatever is left is an incomplete request that cannot complete.
         if self.tcp.recv_closed(id) {
             self.tcp.close(id);
+        }
+    }
+
+    /// Sends an answer whose time has come, then closes or answers what followed it.
+    fn release(&mut self, id: ConnId, held: Held, now: std::time::Instant, wall: SystemTime) {
+        let o = held.out;
+        let _ = self.tcp.send(id, o.bytes, o.sum, o.ip_ttl);
+        if held.close {
+            if let Some(app) = self.tcp.app_mut(id) {
+                app.closing = true;
+            }
+            self.tcp.close(id);
+            let rest = self.tcp.recv_data(id).len();
+            self.tcp.consume(id, rest);
+        } else {
+            self.answer(id, now, wall, None);
         }
     }
 

@@ -33,6 +33,7 @@ use crate::control::{Control, ControlError};
 use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
 use crate::doors::{DoorError, Doors};
 use crate::metrics::{self, Observer};
+use crate::notify;
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use crate::tcp::TcpConfig;
 
@@ -118,6 +119,11 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     let queues = guard.take_queues();
     let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
+    // Moves events along in time (it inherits the blocked signals; it ends with the process).
+    if let Err(e) = crate::live::ticker::spawn(&cell) {
+        let _ = guard.teardown();
+        return Err(e.into());
+    }
     // The token doors on kernel sockets (HIMDS, App Service, legacy MSI) run on a small
     // runtime of their own; its threads inherit the blocked signals.
     let himds_journal = if config.azure.enabled && config.azure.himds.enabled {
@@ -211,7 +217,16 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         let handle = std::thread::Builder::new()
             .name(format!("imds-tun-q{i}"))
             .spawn(move || {
-                let result = driver::run(&mut engine, &stop).map_err(|e| e.to_string());
+                // A panic (a bug) must not leave the host half-served: it is caught here and
+                // handled as a failure, so the main thread restores the host (Cargo.toml's
+                // release profile says why unwinding).
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    driver::run(&mut engine, &stop)
+                }));
+                let result = match run {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("panicked (the message is above)".to_string()),
+                };
                 // What this queue did, for post-mortems of soaks and incidents: the engine's
                 // packet counts and every TCP drop/reset/retransmission reason.
                 let (half_open, established, time_wait) = engine.tcp().class_counts();
@@ -251,10 +266,24 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         }
     }
 
+    if notify::enabled() {
+        // systemd's "started" must mean "answering": ask the metadata address ourselves.
+        match answers(METADATA_V4, READINESS_LIMIT) {
+            Ok(()) => notify::notify_or_log("READY=1"),
+            Err(e) => tracing::error!(
+                "{METADATA_V4}:80 does not answer through {} ({e}); not telling systemd we are ready",
+                guard.device()
+            ),
+        }
+    }
+
     while signals.wait()? == Signal::SIGHUP {
+        notify::notify_or_log(&notify::reloading_message());
         // Logged by `reload` itself, success or failure.
         let _ = control.reload();
+        notify::notify_or_log("READY=1");
     }
+    notify::notify_or_log("STOPPING=1");
     drop(ctl_socket);
 
     stop.raise();
@@ -285,6 +314,38 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// How long `up` waits for its own readiness request to be answered.
+const READINESS_LIMIT: Duration = Duration::from_secs(10);
+
+/// Asks `GET /imds-tun/jwks` (answered whatever clouds are on) at `addr`:80 until a 200
+/// comes back or `limit` passes: the kernel routes it into the TUN device like any caller's.
+fn answers(addr: Ipv4Addr, limit: Duration) -> std::io::Result<()> {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    let target = SocketAddr::from((addr, 80));
+    loop {
+        let attempt = (|| {
+            let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.write_all(
+                b"GET /imds-tun/jwks HTTP/1.1\r\nHost: imds-tun-readiness\r\nConnection: close\r\n\r\n",
+            )?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)?;
+            if &head == b"HTTP/1.1 200" {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("unexpected answer"))
+            }
+        })();
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 

@@ -16,30 +16,34 @@ pub mod up;
 /// once per test binary and reused across runs while the requirements are unchanged.
 pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let reqs = root.join("tests/sdk/requirements.txt");
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
-        let python = venv.join("bin/python");
-        let stamp = venv.join("requirements.stamp");
-        let wanted = std::fs::read_to_string(&reqs).unwrap_or_else(|e| panic!("{e}"));
-        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-            return python;
-        }
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&reqs));
-        std::fs::write(&stamp, wanted).unwrap_or_else(|e| panic!("{e}"));
-        python
-    })
+    PYTHON.get_or_init(|| venv("sdk-venv", "tests/sdk/requirements.txt"))
+}
+
+/// The python of venv `name` under the target directory with `requirements` (relative to the
+/// crate) installed; made on first use and remade when the requirements change.
+pub fn venv(name: &str, requirements: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reqs = root.join(requirements);
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = venv.join("bin/python");
+    let stamp = venv.join("requirements.stamp");
+    let wanted = std::fs::read_to_string(&reqs).unwrap_or_else(|e| panic!("{e}"));
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return python;
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&reqs));
+    std::fs::write(&stamp, wanted).unwrap_or_else(|e| panic!("{e}"));
+    python
 }
 
 fn run(cmd: &mut Command) {

@@ -49,6 +49,7 @@
 pub mod guest;
 mod minted;
 mod page;
+pub use page::fault;
 mod query;
 mod routes;
 mod tree;

@@ -84,6 +84,7 @@ fn ask_in(
         Reply::Static(p) => (p.bytes().to_vec(), true),
         Reply::Dynamic(r) => (r.render(false, false).0, false),
         Reply::Pending(t) => return Err(t),
+        other => panic!("not an answer: {other:?}"),
     };
     let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"));
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
