@@ -16,6 +16,8 @@
 //! [`RequestContext::wait_over`] once the deadline has passed. Other connections, being other
 //! tasks, are not held up; a parked connection is a sleeping task, not a thread.
 //!
+//! A caller the configuration's fleet refuses ([`crate::fleet`]) is reset on accept (and, after
+//! a reload that starts refusing it, at its next request).
 //! An injected failure ([`crate::live::faults`]) that drops the connection ends it with a RST
 //! (`SO_LINGER` 0, then close) or a FIN, without an answer; an injected latency delays the
 //! connection's task only.
@@ -121,6 +123,11 @@ pub async fn serve_door(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if cell.load().for_peer(peer.ip()).is_none() {
+                    // Refused at once, before a task is spent on it.
+                    let _ = drop_connection(stream, DropKind::Reset).await;
+                    continue;
+                }
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
                 let observer = observer.clone();
@@ -194,6 +201,9 @@ async fn connection(
             }
         }
         snapshot = cell.load();
+        let Some(instance) = snapshot.for_peer(peer.ip()) else {
+            return drop_connection(stream, DropKind::Reset).await;
+        };
         let ctx = RequestContext {
             now: SystemTime::now(),
             peer,
@@ -208,10 +218,10 @@ async fn connection(
             let mut sink = observer.sink(out, answered, ctx.door, peer, (arrival, ctx.now));
             match &door {
                 FrontDoor::Plain(_) => respond_all_with(input, &limits, &mut sink, |req| {
-                    stats.counted(req.path, snapshot.respond(req, &ctx))
+                    stats.counted(req.path, instance.respond(req, &ctx))
                 }),
                 FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
-                    stats.counted(req.path, keys.respond(&snapshot, req, &ctx))
+                    stats.counted(req.path, keys.respond(instance, req, &ctx))
                 }),
             }
         };
@@ -253,6 +263,7 @@ async fn connection(
                 Err(_) => return Ok(()),
             }
         };
+        instance.count_answered(progress.answered);
         // A delayed answer ends a round: requests pipelined behind it are answered after it,
         // from the buffer, without waiting for more bytes.
         let delayed = out.iter().any(|o| o.delay.is_some());
