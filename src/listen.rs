@@ -9,9 +9,18 @@
 //! request in progress) and a header timeout (a request started but not complete). No root is
 //! needed; this is also the contender "kernel TCP" in the benchmark.
 //!
-//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream) parks its
-//! connection: the task waits on the ticket (at most [`PARK_LIMIT`]) without reading further,
-//! then answers the buffer again. Other connections, being other tasks, are not held up.
+//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream, a hanging
+//! GET) parks its connection: the task waits on the ticket (at most
+//! [`crate::pending::Ticket::limit`] from its
+//! first park) without reading further, then answers the buffer again, with
+//! [`RequestContext::wait_over`] once the deadline has passed. Other connections, being other
+//! tasks, are not held up; a parked connection is a sleeping task, not a thread.
+//!
+//! A caller the configuration's fleet refuses ([`crate::fleet`]) is reset on accept (and, after
+//! a reload that starts refusing it, at its next request).
+//! An injected failure ([`crate::live::faults`]) that drops the connection ends it with a RST
+//! (`SO_LINGER` 0, then close) or a FIN, without an answer; an injected latency delays the
+//! connection's task only.
 //!
 //! Limits ([`Admission`]): the kernel does the TCP here, so a SYN flood meets the kernel's
 //! listen backlog and its SYN cookies, not us. What `serve` bounds is what it holds: at most
@@ -36,12 +45,14 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::caller::{CallerLookup, Callers};
 use crate::cloud::{Door, RequestContext};
+use crate::control::status::FrontStats;
 use crate::doors::HimdsKeys;
-use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
+use crate::http::exchange::{respond_all_with, Outgoing};
+use crate::http::DropKind;
 use crate::metrics::answered::Answered;
 use crate::metrics::Counter;
 use crate::metrics::Observer;
-use crate::pending::{Wake, PARK_LIMIT};
+use crate::pending::Wake;
 use crate::snapshot::SnapshotCell;
 
 /// How many bytes one read may bring.
@@ -219,18 +230,33 @@ impl Drop for SourceGuard {
     }
 }
 
-/// Serves connections on `listener` as the metadata door until the task is dropped.
-pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, admission: Arc<Admission>) {
-    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata), admission).await
+/// Serves connections on `listener` as the metadata door until the task is dropped, within
+/// `admission`'s bounds, counting them in `stats`.
+pub async fn serve(
+    listener: TcpListener,
+    cell: Arc<SnapshotCell>,
+    admission: Arc<Admission>,
+    stats: Arc<FrontStats>,
+) {
+    serve_door(
+        listener,
+        cell,
+        FrontDoor::Plain(Door::Metadata),
+        admission,
+        stats,
+    )
+    .await
 }
 
-/// Serves connections on `listener` as `door` until the task is dropped; its requests are
-/// counted in a request block of its own ([`Observer::new`]).
+/// Serves connections on `listener` as `door` until the task is dropped, within
+/// `admission`'s bounds; its requests are counted in a request block of its own
+/// ([`Observer::new`]) and in `stats`.
 pub async fn serve_door(
     listener: TcpListener,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
     admission: Arc<Admission>,
+    stats: Arc<FrontStats>,
 ) {
     let observer = Observer::new();
     loop {
@@ -246,6 +272,11 @@ pub async fn serve_door(
         };
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if cell.load().for_peer(peer.ip()).is_none() {
+                    // Refused at once, before a task is spent on it.
+                    let _ = drop_connection(stream, DropKind::Reset).await;
+                    continue;
+                }
                 let Some(source) = admission.admit(peer.ip()) else {
                     drop(stream);
                     continue;
@@ -255,9 +286,13 @@ pub async fn serve_door(
                 let door = door.clone();
                 let observer = observer.clone();
                 let admission = Arc::clone(&admission);
+                let stats = Arc::clone(&stats);
                 tokio::spawn(async move {
                     let _held = (slot, source);
-                    let ended = connection(stream, peer, cell, door, observer, &admission).await;
+                    stats.connection_opened();
+                    let ended =
+                        connection(stream, peer, cell, door, observer, &admission, &stats).await;
+                    stats.connection_closed();
                     if let Err(e) = ended {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -279,6 +314,7 @@ async fn connection(
     door: FrontDoor,
     observer: Observer,
     admission: &Admission,
+    stats: &FrontStats,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -301,8 +337,9 @@ async fn connection(
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
     let mut request_started: Option<tokio::time::Instant> = None;
-    // Set after a parked request's ticket is done: answer the buffer again before reading.
-    let mut rerun = false;
+    // Set after a parked request's ticket is done or its time is up: answer the buffer again
+    // before reading. `deadline` is the first park's; `over` says it has passed.
+    let mut rerun: Option<(tokio::time::Instant, bool)> = None;
     // Created on the first parked request only (the common path never parks).
     let mut wakeup: Option<Arc<tokio::sync::Notify>> = None;
     // A client usually sends its request right after connecting, so by the time the
@@ -312,8 +349,8 @@ async fn connection(
     // Who the peer is, looked up once if a caller policy asks (`crate::caller`).
     let caller = CallerLookup::default();
     loop {
-        let rerun_now = std::mem::take(&mut rerun);
-        if !rerun_now && !std::mem::take(&mut maybe_readable) {
+        let this_run = rerun.take();
+        if this_run.is_none() && !std::mem::take(&mut maybe_readable) {
             let deadline = match request_started {
                 Some(t) => t + header,
                 None => tokio::time::Instant::now() + idle,
@@ -330,12 +367,16 @@ async fn connection(
             }
         }
         snapshot = cell.load();
+        let Some(instance) = snapshot.for_peer(peer.ip()) else {
+            return drop_connection(stream, DropKind::Reset).await;
+        };
         let ctx = RequestContext {
             now: SystemTime::now(),
             peer,
             local,
             door: door.door(),
-            callers: Callers::new(&snapshot.config.callers, &caller),
+            callers: Callers::new(&instance.config.callers, &caller),
+            wait_over: this_run.is_some_and(|(_, over)| over),
         };
         let answer = |input: &[u8],
                       out: &mut Vec<Outgoing>,
@@ -343,14 +384,16 @@ async fn connection(
                       arrival: std::time::Instant| {
             let mut sink = observer.sink(out, answered, ctx.door, peer, (arrival, ctx.now));
             match &door {
-                FrontDoor::Plain(_) => respond_all(input, &snapshot, &ctx, &limits, &mut sink),
+                FrontDoor::Plain(_) => respond_all_with(input, &limits, &mut sink, |req| {
+                    stats.counted(req.path, instance.respond(req, &ctx))
+                }),
                 FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
-                    keys.respond(&snapshot, req, &ctx)
+                    stats.counted(req.path, keys.respond(instance, req, &ctx))
                 }),
             }
         };
-        let progress = if rerun_now || !buf.is_empty() {
-            if !rerun_now {
+        let progress = if this_run.is_some() || !buf.is_empty() {
+            if this_run.is_none() {
                 // Never hold more than one request's worth of bytes plus one read; the
                 // parser rejects anything over its limits before that matters.
                 if buf.len() > cap {
@@ -387,10 +430,26 @@ async fn connection(
                 Err(_) => return Ok(()),
             }
         };
+        instance.count_answered(progress.answered);
+        // A delayed answer ends a round: requests pipelined behind it are answered after it,
+        // from the buffer, without waiting for more bytes.
+        let delayed = out.iter().any(|o| o.delay.is_some());
         for o in out.drain(..) {
+            if let Some(delay) = o.delay {
+                // An injected latency: only this connection's task waits.
+                tokio::time::sleep(delay).await;
+            }
             stream.write_all(&o.bytes).await?;
         }
         observer.finish(&mut answered, std::time::Instant::now());
+        if let Some(kind) = progress.drop {
+            return drop_connection(stream, kind).await;
+        }
+        if delayed && !buf.is_empty() && !progress.close {
+            // No deadline to keep (it is already now): a park of the next request gets its
+            // own limit.
+            rerun = Some((tokio::time::Instant::now(), false));
+        }
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,
             // A pipelined request already began; its clock starts now.
@@ -405,15 +464,45 @@ async fn connection(
             // The request stays in `buf` (unconsumed): nothing after it is read or answered
             // until it is, which keeps pipelined answers in order. Other connections are
             // their own tasks and go on meanwhile.
+            // The same request parking again keeps its first deadline.
+            let deadline = match this_run {
+                Some((deadline, over))
+                    if progress.answered == 0
+                        && (over || deadline > tokio::time::Instant::now()) =>
+                {
+                    deadline
+                }
+                _ => tokio::time::Instant::now() + ticket.limit(),
+            };
             let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
             let waker: Arc<dyn Wake> = notify.clone();
             ticket.on_done(&waker);
-            let parked = tokio::time::timeout(PARK_LIMIT, notify.notified()).await;
+            stats.parked_changed(true);
+            let parked = tokio::time::timeout_at(deadline, notify.notified()).await;
+            stats.parked_changed(false);
+            let over = parked.is_err() || tokio::time::Instant::now() >= deadline;
             if parked.is_err() {
                 ticket.time_out();
             }
-            rerun = true;
+            rerun = Some((deadline, over));
             request_started = None;
         }
     }
+}
+
+/// Ends a connection without answering: RST (linger 0) or FIN.
+async fn drop_connection(mut stream: TcpStream, kind: DropKind) -> std::io::Result<()> {
+    match kind {
+        DropKind::Reset => {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger)
+                .map_err(std::io::Error::from)?;
+            drop(stream);
+        }
+        DropKind::Close => stream.shutdown().await?,
+    }
+    Ok(())
 }

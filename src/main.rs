@@ -8,12 +8,18 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use imds_tun::config::doors::DoorFlags;
 use imds_tun::config::{self, Config};
+use imds_tun::control::edit::Cloud;
+use imds_tun::control::protocol::Request;
+use imds_tun::control::server::ControlSocket;
+use imds_tun::control::status::FrontStats;
+use imds_tun::control::Control;
 use imds_tun::device::Paths;
 use imds_tun::doors::Doors;
 use imds_tun::engine::up::{self, FaultSpec, UpOptions};
 use imds_tun::identity::{IdentityKeys, Leaf};
-use imds_tun::reload::{self, Reloader};
+use imds_tun::reload;
 use imds_tun::snapshot::{Keys, Snapshot, SnapshotCell};
 use imds_tun::{access_log, metrics};
 
@@ -63,12 +69,16 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Serve metadata on kernel sockets (no root needed).
+    ///
+    /// SIGHUP reloads the configuration file. With --ctl, `imds-tun ctl --socket PATH ...`
+    /// reads and edits the metadata while it runs.
     #[command(after_help = "\
 Examples:
   imds-tun serve --listen 127.0.0.1:8080
   curl -H Metadata:true 'http://127.0.0.1:8080/metadata/instance?api-version=2021-02-01'
   imds-tun serve --listen 127.0.0.1:8080 --config my.json --metrics 127.0.0.1:9100
-  imds-tun serve --listen 127.0.0.1:8080 --access-log - --log-format json")]
+  imds-tun serve --listen 127.0.0.1:8080 --access-log - --log-format json
+  imds-tun serve --listen 127.0.0.1:8080 --ctl /tmp/imds-tun.sock")]
     Serve {
         /// Configuration file (default: the embedded default with all three clouds).
         #[arg(long, short)]
@@ -76,6 +86,9 @@ Examples:
         /// Address to listen on; repeatable.
         #[arg(long, short, required = true)]
         listen: Vec<SocketAddr>,
+        /// Open the control socket (mode 0600) at this path; none without it.
+        #[arg(long)]
+        ctl: Option<PathBuf>,
         #[command(flatten)]
         doors: DoorArgs,
         #[command(flatten)]
@@ -96,13 +109,15 @@ Examples:
     ///
     /// Creates a TUN device, routes the metadata addresses to it, adds the GCE names to
     /// /etc/hosts, and answers with its own TCP. SIGINT/SIGTERM undo everything; SIGHUP
-    /// reloads the configuration file.
+    /// reloads the configuration file; `imds-tun ctl ...` edits it live through the control
+    /// socket <state-dir>/ctl.sock.
     #[command(after_help = "\
 Examples:
   sudo imds-tun up
   sudo imds-tun up --config /etc/imds-tun/config.json --metrics 127.0.0.1:9100
   sudo imds-tun up --himds --access-log /var/log/imds-tun-access.log
-  sudo kill -HUP $(pidof imds-tun)    # reload the configuration")]
+  sudo kill -HUP $(pidof imds-tun)    # reload the configuration
+  sudo imds-tun ctl set gce instance/attributes/role=web")]
     Up {
         /// Configuration file (default: the embedded default with all three clouds).
         #[arg(long, short)]
@@ -119,6 +134,9 @@ Examples:
         /// Inject faults on the device, e.g. `drop=0.05,dup=0.02,reorder=0.05,delay=0.1,max-delay=50ms,seed=7`.
         #[arg(long)]
         fault: Option<FaultSpec>,
+        /// The control socket (default: <state-dir>/ctl.sock).
+        #[arg(long)]
+        ctl: Option<PathBuf>,
         #[command(flatten)]
         paths: PathArgs,
         #[command(flatten)]
@@ -147,6 +165,31 @@ Examples:
 Examples:
   imds-tun default-config > /etc/imds-tun/config.json")]
     DefaultConfig,
+    /// Control a running instance (`up`, or `serve --ctl`): read and edit metadata live,
+    /// reload, status. Needs root (the socket is 0600).
+    ///
+    /// Examples:
+    ///   imds-tun ctl set gce instance/attributes/role=web
+    ///   imds-tun ctl set aws tags/instance/Name=web --persist
+    ///   imds-tun ctl set azure compute/tagsList '[{"name":"env","value":"test"}]'
+    ///   imds-tun ctl get gce instance/attributes/role
+    ///   imds-tun ctl delete gce instance/attributes/role
+    ///   imds-tun ctl reload
+    ///   imds-tun ctl --json status
+    #[command(verbatim_doc_comment)]
+    Ctl {
+        /// The control socket (default: <state-dir>/ctl.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// `up`'s state directory, where its control socket is.
+        #[arg(long, default_value = "/run/imds-tun")]
+        state_dir: PathBuf,
+        /// Print the whole response as one line of JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Summarise a running `up` (or, with --metrics, a `serve`): pid, routes, request counts.
     ///
     /// Reads the state directory (root, as `up` made it 0700) and scrapes the metrics endpoint
@@ -213,6 +256,44 @@ Examples:
     },
 }
 
+/// What `imds-tun ctl` asks.
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Print the configured value at a metadata path, e.g. `gce instance/attributes/role`.
+    Get {
+        /// azure, gce or aws.
+        cloud: Cloud,
+        /// The metadata path, with or without the service's prefix.
+        path: String,
+    },
+    /// Set a value: `set gce instance/attributes/role=web` or `set gce PATH VALUE`.
+    ///
+    /// Validated like the configuration file; an invalid value changes nothing.
+    Set {
+        /// azure, gce or aws.
+        cloud: Cloud,
+        /// PATH=VALUE, or PATH followed by VALUE.
+        assignment: String,
+        value: Option<String>,
+        /// Also write the edited configuration to its file.
+        #[arg(long)]
+        persist: bool,
+    },
+    /// Remove a tag or an attribute.
+    Delete {
+        /// azure, gce or aws.
+        cloud: Cloud,
+        path: String,
+        /// Also write the edited configuration to its file.
+        #[arg(long)]
+        persist: bool,
+    },
+    /// Re-read the configuration file (as SIGHUP); unpersisted edits are dropped.
+    Reload,
+    /// Uptime, open connections, requests per cloud, tokens issued.
+    Status,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LeafArg {
     /// The attested-document signer (SAN *.metadata.azure.com).
@@ -258,8 +339,8 @@ struct DoorArgs {
 }
 
 impl DoorArgs {
-    fn overrides(&self) -> config::Overrides {
-        config::Overrides {
+    fn flags(&self) -> DoorFlags {
+        DoorFlags {
             himds: self.himds,
             app_service: self.app_service,
             legacy_msi: self.legacy_msi,
@@ -355,8 +436,11 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             Ok(c) => {
                 let snapshot = Snapshot::build(c, &Keys::fixed(0), &file.display().to_string());
                 match snapshot {
-                    Ok(_) => {
+                    Ok(s) => {
                         println!("{}: valid", file.display());
+                        for line in imds_tun::fleet::describe(&s.config.fleet) {
+                            println!("{line}");
+                        }
                         Ok(ExitCode::SUCCESS)
                     }
                     Err(e) => {
@@ -398,6 +482,7 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             threads,
             pcap,
             fault,
+            ctl,
             paths,
             doors,
             keys,
@@ -417,8 +502,9 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
                 fault: fault.map(|f| f.0),
                 paths: paths.paths(),
                 config_file: config,
-                overrides: doors.overrides(),
                 metrics,
+                doors: doors.flags(),
+                ctl,
             };
             up::run(snapshot, keys, opts)?;
             Ok(ExitCode::SUCCESS)
@@ -431,13 +517,23 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
         Command::Serve {
             config,
             listen,
+            ctl,
             doors,
             keys,
             observe,
         } => {
-            let (snapshot, keys) = prepare(config.as_ref(), &doors, &keys)?;
+            let (snapshot, key_set) = prepare(config.as_ref(), &doors, &keys)?;
             observe.start(log_format)?;
-            serve(snapshot, keys, &listen, config, doors.overrides())
+            serve(snapshot, key_set, &listen, config, doors.flags(), ctl)
+        }
+        Command::Ctl {
+            socket,
+            state_dir,
+            json,
+            action,
+        } => {
+            let socket = socket.unwrap_or_else(|| state_dir.join(up::CTL_SOCKET));
+            ctl(&socket, json, action)
         }
         Command::Jwks { config, keys } => {
             let (cfg, _) = load(config.as_ref())?;
@@ -474,7 +570,7 @@ fn prepare(
     key_args: &KeyArgs,
 ) -> anyhow::Result<(Snapshot, Keys)> {
     let (mut cfg, source) = load(config)?;
-    doors.overrides().apply(&mut cfg);
+    doors.flags().apply(&mut cfg);
     let keys = Keys::new(key_args.open(&cfg)?)?;
     let snapshot = Snapshot::build(cfg, &keys, &source)?;
     Ok((snapshot, keys))
@@ -499,13 +595,30 @@ fn serve(
     keys: Keys,
     listen: &[SocketAddr],
     config_file: Option<PathBuf>,
-    overrides: config::Overrides,
+    doors: DoorFlags,
+    ctl: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let clouds = up::clouds(&snapshot.config);
     let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
-    let reloader = Reloader::new(Arc::clone(&cell), keys.clone(), config_file, overrides);
-    if let Err(e) = reload::watch(Arc::clone(&reloader)) {
+    imds_tun::live::ticker::spawn(&cell).context("cannot start the live-state thread")?;
+    let control = Arc::new(Control::new(
+        "serve",
+        Arc::clone(&cell),
+        keys.clone(),
+        doors,
+        config_file,
+    )?);
+    let stats = Arc::new(FrontStats::default());
+    control.add_front(Arc::clone(&stats));
+    let _socket = match &ctl {
+        Some(path) => Some(
+            ControlSocket::bind(path, Arc::clone(&control))
+                .with_context(|| format!("cannot open the control socket {}", path.display()))?,
+        ),
+        None => None,
+    };
+    if let Err(e) = reload::watch(Arc::clone(&control)) {
         tracing::warn!("cannot watch the configuration file (SIGHUP still reloads): {e}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -522,6 +635,7 @@ fn serve(
                 l,
                 Arc::clone(&cell),
                 Arc::clone(&admission),
+                Arc::clone(&stats),
             ));
         }
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
@@ -532,13 +646,17 @@ fn serve(
             &tokio::runtime::Handle::current(),
             None,
         )?;
+        control.add_front(Arc::clone(doors.stats()));
         println!("imds-tun: serving {clouds} on {}", addrs.join(", "));
+        imds_tun::notify::notify_or_log("READY=1");
         // Whoever started us may read only the first line: a closed stdout is no failure.
         let mut out = std::io::stdout();
         for line in doors.env_lines() {
             let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
         }
-        let result = wait_for_shutdown(&reloader).await;
+        let result = wait_for_shutdown(&control).await;
+        imds_tun::fleet::log_counts(&cell.load());
+        imds_tun::notify::notify_or_log("STOPPING=1");
         for line in doors.close() {
             tracing::info!("undone: {line}");
         }
@@ -549,7 +667,7 @@ fn serve(
 
 /// Waits for SIGTERM or SIGINT; SIGHUP reloads the configuration meanwhile (off the
 /// runtime's threads: a reload renders a whole snapshot).
-async fn wait_for_shutdown(reloader: &Arc<Reloader>) -> anyhow::Result<()> {
+async fn wait_for_shutdown(control: &Arc<Control>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -559,11 +677,98 @@ async fn wait_for_shutdown(reloader: &Arc<Reloader>) -> anyhow::Result<()> {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
-                let r = Arc::clone(reloader);
-                let _ = tokio::task::spawn_blocking(move || r.reload("SIGHUP")).await;
+                imds_tun::notify::notify_or_log(&imds_tun::notify::reloading_message());
+                let c = Arc::clone(control);
+                // Logged by `reload` itself, success or failure.
+                let _ = tokio::task::spawn_blocking(move || c.reload("SIGHUP")).await;
+                imds_tun::notify::notify_or_log("READY=1");
             }
         }
     }
+}
+
+/// `imds-tun ctl`: one request to the control socket; the answer on stdout, or one line on
+/// stderr and exit 1.
+fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> anyhow::Result<ExitCode> {
+    let request = match action {
+        CtlAction::Get { cloud, path } => Request::Get { cloud, path },
+        CtlAction::Set {
+            cloud,
+            assignment,
+            value,
+            persist,
+        } => {
+            let (path, value) = match value {
+                Some(v) => (assignment, v),
+                None => match assignment.split_once('=') {
+                    Some((p, v)) => (p.to_string(), v.to_string()),
+                    None => {
+                        anyhow::bail!("set: expected PATH=VALUE or PATH VALUE, got `{assignment}`")
+                    }
+                },
+            };
+            Request::Set {
+                cloud,
+                path,
+                value,
+                persist,
+            }
+        }
+        CtlAction::Delete {
+            cloud,
+            path,
+            persist,
+        } => Request::Delete {
+            cloud,
+            path,
+            persist,
+        },
+        CtlAction::Reload => Request::Reload {},
+        CtlAction::Status => Request::Status {},
+    };
+    let response = imds_tun::control::client::call(socket, &request)?;
+    if json {
+        println!("{}", serde_json::to_string(&response)?);
+    }
+    if !response.ok {
+        let message = response.error.as_deref().unwrap_or("failed");
+        eprintln!("imds-tun: {message}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if !json {
+        let result = response.result.unwrap_or_default();
+        match (&request, &result) {
+            (Request::Status {}, r) => print_status(r),
+            (Request::Delete { .. }, _) => println!("deleted"),
+            (_, serde_json::Value::String(s)) => println!("{s}"),
+            (_, other) => println!("{other}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(s: &serde_json::Value) {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let r = &s["requests"];
+    println!(
+        "{} for {} s, configuration {}",
+        s["mode"].as_str().unwrap_or("?"),
+        n(&s["uptime_secs"]),
+        s["config"].as_str().unwrap_or("?")
+    );
+    println!(
+        "connections open {}, requests parked {}",
+        n(&s["connections_open"]),
+        n(&s["requests_parked"])
+    );
+    println!(
+        "requests: azure {}, gce {}, aws {}, other {}",
+        n(&r["azure"]),
+        n(&r["gce"]),
+        n(&r["aws"]),
+        n(&r["other"])
+    );
+    println!("tokens issued {}", n(&s["tokens_issued"]));
 }
 
 fn init_logging(format: LogFormat) {

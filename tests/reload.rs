@@ -169,11 +169,146 @@ fn serve_reloads_the_watched_file_without_resetting_connections() {
     let config = dir.join("config.json");
     std::fs::write(&config, config_with("i-00000000000000000")).unwrap_or_else(|e| panic!("{e}"));
     let log = dir.join("serve.log");
-    let server = support::Server::start_logged(Some(&config), &[], &log);
+    let server = support::Server::start_logged(Some(&config), [] as [&str; 0], &log);
     let stream = TcpStream::connect(&server.addr).unwrap_or_else(|e| panic!("connect: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap_or_else(|e| panic!("{e}"));
     across_reloads(stream, &config, &log, || server.signal(libc::SIGHUP));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `imds-tun ctl ARGS` against `socket`: (exit code, stdout, stderr).
+fn ctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imds-tun"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ctl: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
+    )
+}
+
+/// `imds_tun_config_reloads_total{result=...}` from the metrics endpoint (0 before the first).
+fn reloads(metrics: &str, result: &str) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-m", "5", &format!("http://{metrics}/metrics")])
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    assert!(out.status.success(), "scrape failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let series = format!("imds_tun_config_reloads_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{series}{v}: {e}"))
+        })
+}
+
+/// SIGHUP, the watched file and `ctl reload` are one reload: each is counted in the same
+/// series and logged by its trigger; each also replaces the document live edits work on (an
+/// unpersisted `ctl set` is gone after a reload, whoever triggered it); a `--persist` write is
+/// not reloaded again by the watcher; an invalid file keeps both the snapshot and the document.
+#[test]
+fn serve_sighup_watcher_and_ctl_are_one_reload() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("reload-one-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_with("i-00000000000000000")).unwrap_or_else(|e| panic!("{e}"));
+    let log = dir.join("serve.log");
+    let socket = dir.join("ctl.sock");
+    let metrics = format!("127.0.0.1:{}", support::free_port());
+    let server = support::Server::start_logged(
+        Some(&config),
+        [
+            "--ctl".as_ref(),
+            socket.as_os_str(),
+            "--metrics".as_ref(),
+            metrics.as_ref(),
+        ],
+        &log,
+    );
+    let mut stream = TcpStream::connect(&server.addr).unwrap_or_else(|e| panic!("connect: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let role = ["get", "gce", "instance/attributes/role"];
+    let set_role = ["set", "gce", "instance/attributes/role=web"];
+
+    // The watched file: the edit is dropped, the file's value served.
+    assert_eq!(ctl(&socket, &set_role).0, 0);
+    assert_eq!(ctl(&socket, &role), (0, "web".into(), String::new()));
+    write_renamed(&config, &config_with("i-11111111111111111"));
+    wait_for(&mut stream, "i-11111111111111111");
+    wait_for_log(&log, "configuration file changed: reloaded");
+    assert_eq!(ctl(&socket, &role).0, 1, "the unpersisted edit survived");
+
+    // SIGHUP: the same.
+    assert_eq!(ctl(&socket, &set_role).0, 0);
+    server.signal(libc::SIGHUP);
+    wait_for_log(&log, "SIGHUP: reloaded");
+    assert_eq!(
+        ctl(&socket, &role).0,
+        1,
+        "the unpersisted edit survived SIGHUP"
+    );
+
+    // ctl reload: the same, and it says so.
+    assert_eq!(ctl(&socket, &set_role).0, 0);
+    let (code, out, _) = ctl(&socket, &["reload"]);
+    assert_eq!((code, out.starts_with("reloaded ")), (0, true), "{out}");
+    wait_for_log(&log, "ctl reload: reloaded");
+    assert_eq!(
+        ctl(&socket, &role).0,
+        1,
+        "the unpersisted edit survived ctl reload"
+    );
+    assert_eq!(reloads(&metrics, "ok"), 3);
+
+    // A persisted edit is in the file: the watcher sees the rename and reloads nothing.
+    let persist = ["set", "--persist", "gce", "instance/attributes/role=db"];
+    assert_eq!(ctl(&socket, &persist).0, 0);
+    std::thread::sleep(reload_settled());
+    assert_eq!(
+        reloads(&metrics, "ok"),
+        3,
+        "the persisted write was reloaded"
+    );
+    assert_eq!(ctl(&socket, &role), (0, "db".into(), String::new()));
+
+    // Invalid, through the watcher: snapshot and document stay, counted as failed.
+    let mut bad: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    bad["server"]["maxHeaders"] = 0.into();
+    bad["aws"]["metaData"]["instance-id"] = "i-22222222222222222".into();
+    write_renamed(&config, &bad.to_string());
+    wait_for_log(&log, "$.server.maxHeaders");
+    assert_eq!(reloads(&metrics, "failed"), 1);
+    assert_eq!(get(&mut stream), "i-11111111111111111");
+    assert_eq!(ctl(&socket, &role), (0, "db".into(), String::new()));
+    let (code, _, err) = ctl(&socket, &["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("reload: nothing changed: $.server.maxHeaders"),
+        "{err}"
+    );
+    assert_eq!(reloads(&metrics, "failed"), 2);
+    assert_eq!(reloads(&metrics, "ok"), 3);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Long enough for the watcher to have seen and settled a change (`SETTLE` and some).
+fn reload_settled() -> Duration {
+    imds_tun::reload::SETTLE * 5
 }

@@ -70,6 +70,9 @@ pub struct Record {
     /// undo: the listener dies with the process.
     #[serde(default)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// The control socket ([`crate::control`]), named here before it is bound.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
 }
 
 pub const RECORD_VERSION: u32 = 1;

@@ -9,12 +9,18 @@
 //! counters ([`crate::metrics`]), and [`Engine::poll_at`] says when to come back. A request answered
 //! [`crate::http::Reply::Pending`] parks its connection (see [`crate::pending`]);
 //! [`Engine::handle_wakeup`] answers it when the engine's wake-up eventfd says its ticket is
-//! done, or with the error at its deadline, while every other connection is served as usual. [`driver`] is the thin blocking loop around it
+//! done, or at its deadline (the error for a token flight, the current value for a hanging
+//! GET), while every other connection is served as usual. A parked request is a ticket in
+//! its connection's state, held from TCP's header and idle timeouts: thousands cost only
+//! their connections. [`driver`] is the thin blocking loop around it
 //! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
 //!
+//! A caller that the configuration's fleet refuses ([`crate::fleet`]) is reset when its first
+//! bytes arrive.
+//!
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
-//! lookup and one device write of header + snapshot slice; nothing on that path allocates or
-//! copies the response. A malformed packet costs only itself (counted); a bad request costs
+//! lookup (with a fleet, one lookup of the caller's profile) and one device write of header +
+//! snapshot slice; nothing on that path allocates or copies the response. A malformed packet costs only itself (counted); a bad request costs
 //! only its connection.
 
 pub mod driver;
@@ -28,11 +34,13 @@ use std::time::SystemTime;
 
 use crate::caller::{CallerLookup, Callers};
 use crate::cloud::{Door, RequestContext};
+use crate::control::status::FrontStats;
 use crate::device::{Device, MAX_PACKET};
-use crate::http::exchange::{respond_all, Outgoing};
+use crate::http::exchange::{respond_all_with, Outgoing};
+use crate::http::DropKind;
 use crate::metrics::answered::Answered;
 use crate::metrics::{EngineSlot, Observer};
-use crate::pending::{Ticket, Wake, PARK_LIMIT};
+use crate::pending::{Ticket, Wake};
 use crate::snapshot::SnapshotCell;
 use crate::tcp::{ConnId, ConnTable, TcpConfig};
 use crate::wire::{self, Malformed, Packet};
@@ -67,10 +75,33 @@ pub struct Exchange {
     /// are read on this connection.
     closing: bool,
     /// The first unanswered request waits on this ticket until the deadline; it and the
-    /// bytes after it stay in the receive buffer.
+    /// bytes after it stay in the receive buffer, held from TCP's header and idle timeouts.
     parked: Option<(Ticket, std::time::Instant)>,
     /// Who the peer is, looked up once when a caller policy needs it ([`crate::caller`]).
     caller: CallerLookup,
+    /// An answer injected latency holds back until its time; nothing after it is answered
+    /// before it is sent.
+    held: Option<Held>,
+}
+
+/// An answer waiting for its time ([`crate::http::Reply::Later`]).
+#[derive(Debug)]
+struct Held {
+    out: Outgoing,
+    at: std::time::Instant,
+    /// The connection closes after it (`Connection: close`).
+    close: bool,
+}
+
+/// How a request is being answered: for the first time, or re-run after it was parked.
+#[derive(Clone, Copy, Debug)]
+struct Rerun {
+    /// The deadline of its first park: parking the same request again keeps it.
+    deadline: std::time::Instant,
+    /// The deadline has passed: a hanging GET answers now.
+    over: bool,
+    /// When the request's bytes were read (its first park began then): latency counts from it.
+    arrival: std::time::Instant,
 }
 
 /// A monotonic clock origin, so TCP's microsecond [`crate::tcp::Instant`] can be derived from
@@ -107,6 +138,11 @@ pub struct Engine<D: Device> {
     out: Vec<Outgoing>,
     /// Connections with a parked request (see [`crate::pending`]).
     parked: Vec<ConnId>,
+    /// The earliest deadline of the parked requests (kept so that `poll_at` and
+    /// `handle_wakeup` cost nothing per loop while thousands of hanging GETs wait).
+    parked_until: Option<std::time::Instant>,
+    /// What `ctl status` reads: this thread's own counters (no cache line shared).
+    stats: Arc<FrontStats>,
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
@@ -136,6 +172,8 @@ impl<D: Device> Engine<D> {
             echo: vec![0u8; MAX_PACKET].into_boxed_slice(),
             out: Vec::with_capacity(8),
             parked: Vec::new(),
+            parked_until: None,
+            stats: Arc::new(FrontStats::default()),
             wakeup: None,
             observer: None,
             answered: Vec::with_capacity(BATCH),
@@ -163,41 +201,69 @@ impl<D: Device> Engine<D> {
         self.wakeup.as_ref().map(|w| w.fd())
     }
 
-    /// Re-runs every parked request whose ticket is done, and answers the error for those
-    /// parked past their deadline ([`PARK_LIMIT`]). Costs nothing while none is parked.
+    /// Re-runs every parked request whose ticket is done, and those whose deadline passed (a
+    /// token flight then fails; a hanging GET answers its current value). Costs nothing while
+    /// none is parked, and only an eventfd read while none is due.
     pub fn handle_wakeup(&mut self, now: std::time::Instant, wall: SystemTime) {
         if self.parked.is_empty() {
             return;
         }
-        if let Some(w) = &self.wakeup {
-            w.drain();
+        let signalled = self.wakeup.as_ref().is_some_and(|w| w.drain());
+        if !signalled && self.parked_until.is_none_or(|at| at > now) {
+            return;
         }
         let parked = std::mem::take(&mut self.parked);
+        self.parked_until = None;
         for id in parked {
             let Some(app) = self.tcp.app_mut(id) else {
                 continue; // the connection is gone
             };
-            let ready = match &app.parked {
+            if let Some(held) = app.held.take_if(|h| h.at <= now) {
+                self.tcp.hold(id, false, self.clock.tcp(now));
+                self.release(id, held, now, wall);
+                continue;
+            }
+            if let Some(at) = app.held.as_ref().map(|h| h.at) {
+                self.parked.push(id);
+                self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                continue;
+            }
+            let rerun = match &app.parked {
                 None => continue,
-                Some((ticket, _)) if ticket.is_done() => true,
+                Some((ticket, deadline)) if ticket.is_done() => Rerun {
+                    deadline: *deadline,
+                    over: *deadline <= now,
+                    arrival: deadline.checked_sub(ticket.limit()).unwrap_or(now),
+                },
                 Some((ticket, deadline)) if *deadline <= now => {
                     ticket.time_out();
-                    true
+                    Rerun {
+                        deadline: *deadline,
+                        over: true,
+                        arrival: deadline.checked_sub(ticket.limit()).unwrap_or(now),
+                    }
                 }
-                Some(_) => false,
+                Some((_, deadline)) => {
+                    let at = *deadline;
+                    self.parked.push(id);
+                    self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                    continue;
+                }
             };
-            if ready {
-                // Latency counts from when the request was parked (its bytes were read).
-                let arrival = app
-                    .parked
-                    .take()
-                    .and_then(|(_, deadline)| deadline.checked_sub(PARK_LIMIT))
-                    .unwrap_or(now);
-                self.answer(id, arrival, wall);
-            } else {
-                self.parked.push(id);
-            }
+            app.parked = None;
+            self.tcp.hold(id, false, self.clock.tcp(now));
+            self.answer(id, now, wall, Some(rerun));
         }
+    }
+
+    /// Requests parked now (hanging GETs, token fetches), over all connections.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// The counters this engine publishes for `ctl status`.
+    pub fn stats(&self) -> &Arc<FrontStats> {
+        &self.stats
     }
 
     pub fn counters(&self) -> &EngineCounters {
@@ -243,8 +309,11 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Writes every pending segment.
+    /// Writes every pending segment, and publishes the connection and parked counts.
     pub fn flush(&mut self, now: std::time::Instant) {
+        let (half_open, established, _) = self.tcp.class_counts();
+        self.stats.set_connections((half_open + established) as u64);
+        self.stats.set_parked(self.parked.len() as u64);
         let t = self.clock.tcp(now);
         let device = &mut self.device;
         let counters = &mut self.counters;
@@ -261,12 +330,7 @@ impl<D: Device> Engine<D> {
     /// When the engine next has something to do without new packets.
     pub fn poll_at(&self) -> Option<std::time::Instant> {
         let tcp = self.tcp.poll_at().map(|t| self.clock.std(t));
-        let parked = self
-            .parked
-            .iter()
-            .filter_map(|id| self.tcp.app(*id)?.parked.as_ref().map(|(_, at)| *at))
-            .min();
-        [tcp, self.device.poll_at(), parked]
+        [tcp, self.device.poll_at(), self.parked_until]
             .into_iter()
             .flatten()
             .min()
@@ -283,7 +347,7 @@ impl<D: Device> Engine<D> {
         match packet {
             Packet::Tcp(seg) => {
                 if let Some(id) = self.tcp.handle_segment(self.clock.tcp(now), &seg) {
-                    self.answer(id, now, wall);
+                    self.answer(id, now, wall, None);
                 }
             }
             Packet::EchoRequest(req) => {
@@ -314,12 +378,23 @@ impl<D: Device> Engine<D> {
 
     /// Answers every complete request buffered on `id`, and closes when HTTP says so or the
     /// peer has finished sending. A parked connection is left alone until its ticket is done
-    /// ([`Engine::handle_wakeup`]). `now` is when the request's bytes were read.
-    fn answer(&mut self, id: ConnId, now: std::time::Instant, wall: SystemTime) {
+    /// ([`Engine::handle_wakeup`]), which re-runs it with `rerun`. `now` is when the
+    /// request's bytes were read, for a first run.
+    fn answer(
+        &mut self,
+        id: ConnId,
+        now: std::time::Instant,
+        wall: SystemTime,
+        rerun: Option<Rerun>,
+    ) {
         let Some((local, peer)) = self.tcp.endpoints(id) else {
             return;
         };
-        if self.tcp.app(id).is_some_and(|a| a.parked.is_some()) {
+        if self
+            .tcp
+            .app(id)
+            .is_some_and(|a| a.parked.is_some() || a.held.is_some())
+        {
             return;
         }
         let closing = self.tcp.app(id).is_some_and(|a| a.closing);
@@ -331,7 +406,12 @@ impl<D: Device> Engine<D> {
             return;
         }
         if !data.is_empty() {
-            let snapshot = self.cell.load();
+            let current = self.cell.load();
+            let Some(snapshot) = current.for_peer(peer.ip()) else {
+                // A caller no fleet profile knows, refused (crate::fleet): a reset.
+                self.tcp.abort(id);
+                return;
+            };
             let limits = snapshot.config.server.limits();
             let lookup = self.tcp.app(id).map(|a| &a.caller);
             let ctx = RequestContext {
@@ -340,26 +420,64 @@ impl<D: Device> Engine<D> {
                 local,
                 door: Door::at_address(local.ip()),
                 callers: lookup.and_then(|l| Callers::new(&snapshot.config.callers, l)),
+                wait_over: rerun.is_some_and(|r| r.over),
+            };
+            let stats = &self.stats;
+            let respond = |request: &crate::http::Request<'_>| {
+                stats.counted(request.path, snapshot.respond(request, &ctx))
             };
             let progress = match &self.observer {
                 Some((observer, _)) => {
+                    let arrival = rerun.map_or(now, |r| r.arrival);
                     let mut sink = observer.sink(
                         &mut self.out,
                         &mut self.answered,
                         ctx.door,
                         peer,
-                        (now, wall),
+                        (arrival, wall),
                     );
-                    respond_all(data, &snapshot, &ctx, &limits, &mut sink)
+                    respond_all_with(data, &limits, &mut sink, respond)
                 }
-                None => respond_all(data, &snapshot, &ctx, &limits, &mut self.out),
+                None => respond_all_with(data, &limits, &mut self.out, respond),
             };
+            snapshot.count_answered(progress.answered);
             self.counters.requests += progress.answered as u64;
             self.tcp.consume(id, progress.consumed);
+            let mut held = None;
             for o in self.out.drain(..) {
+                if let Some(delay) = o.delay {
+                    held = Some(Held {
+                        out: o,
+                        at: now + delay,
+                        close: progress.close,
+                    });
+                    break;
+                }
                 if self.tcp.send(id, o.bytes, o.sum, o.ip_ttl).is_err() {
                     break;
                 }
+            }
+            if let Some(held) = held {
+                // Sent by `handle_wakeup` at its time; the close (if any) after it. TCP's
+                // idle and header timeouts wait meanwhile, as for a parked request.
+                let at = held.at;
+                if let Some(app) = self.tcp.app_mut(id) {
+                    app.held = Some(held);
+                    self.parked.push(id);
+                    self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                    self.tcp.hold(id, true, self.clock.tcp(now));
+                }
+                return;
+            }
+            if let Some(kind) = progress.drop {
+                if let Some(app) = self.tcp.app_mut(id) {
+                    app.closing = true;
+                }
+                match kind {
+                    DropKind::Reset => self.tcp.abort(id),
+                    DropKind::Close => self.tcp.close(id),
+                }
+                return;
             }
             if progress.close {
                 if let Some(app) = self.tcp.app_mut(id) {
@@ -371,7 +489,9 @@ impl<D: Device> Engine<D> {
                 return;
             }
             if let Some(ticket) = progress.pending {
-                self.park(id, ticket, now);
+                // The same request parking again keeps its first deadline.
+                let keep = rerun.filter(|_| progress.answered == 0).map(|r| r.deadline);
+                self.park(id, ticket, now, keep);
                 // The parked request is complete: a FIN after it does not end the exchange.
                 return;
             }
@@ -382,8 +502,31 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Holds `id`'s first unanswered request until `ticket` is done or [`PARK_LIMIT`] passes.
-    fn park(&mut self, id: ConnId, ticket: Ticket, now: std::time::Instant) {
+    /// Sends an answer whose time has come, then closes or answers what followed it.
+    fn release(&mut self, id: ConnId, held: Held, now: std::time::Instant, wall: SystemTime) {
+        let o = held.out;
+        let _ = self.tcp.send(id, o.bytes, o.sum, o.ip_ttl);
+        if held.close {
+            if let Some(app) = self.tcp.app_mut(id) {
+                app.closing = true;
+            }
+            self.tcp.close(id);
+            let rest = self.tcp.recv_data(id).len();
+            self.tcp.consume(id, rest);
+        } else {
+            self.answer(id, now, wall, None);
+        }
+    }
+
+    /// Holds `id`'s first unanswered request until `ticket` is done or its deadline passes:
+    /// `keep`, else the ticket's limit from now.
+    fn park(
+        &mut self,
+        id: ConnId,
+        ticket: Ticket,
+        now: std::time::Instant,
+        keep: Option<std::time::Instant>,
+    ) {
         if self.wakeup.is_none() {
             match EventFd::new() {
                 Ok(fd) => self.wakeup = Some(Arc::new(fd)),
@@ -395,9 +538,12 @@ impl<D: Device> Engine<D> {
             let waker: Arc<dyn Wake> = w.clone();
             ticket.on_done(&waker);
         }
+        let deadline = keep.unwrap_or(now + ticket.limit());
         if let Some(app) = self.tcp.app_mut(id) {
-            app.parked = Some((ticket, now + PARK_LIMIT));
+            app.parked = Some((ticket, deadline));
             self.parked.push(id);
+            self.parked_until = Some(self.parked_until.map_or(deadline, |t| t.min(deadline)));
+            self.tcp.hold(id, true, self.clock.tcp(now));
         }
     }
 

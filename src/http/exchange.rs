@@ -7,12 +7,17 @@
 //! [`Reply::Pending`] stops the loop: it is not consumed, [`Progress::pending`] holds its
 //! ticket, and the caller calls again when the ticket is done. A parse error produces one error
 //! response and `close`; what was answered before it stays answered.
+//!
+//! Injected failures ([`crate::live::faults`]): a [`Reply::Later`] answer is pushed with
+//! [`Outgoing::delay`] and ends the loop (the front door sends it, and reads on, only after
+//! the delay); a [`Reply::Drop`] pushes nothing, ends the loop and sets [`Progress::drop`]
+//! (the front door ends the connection without answering, after what was answered before).
 
 use bytes::Bytes;
 
 use super::parse::{header_array, parse_request, HttpError, Limits, Parsed};
 use super::request::{Method, Request};
-use super::response::{Reply, Response};
+use super::response::{DropKind, Reply, Response};
 use crate::cloud::RequestContext;
 use crate::pending::Ticket;
 use crate::snapshot::Snapshot;
@@ -26,6 +31,8 @@ pub struct Outgoing {
     pub sum: Option<PartialSum>,
     /// IP TTL / hop limit to send it with, when not the default.
     pub ip_ttl: Option<u8>,
+    /// Send it (and anything after it) only this much later.
+    pub delay: Option<std::time::Duration>,
 }
 
 /// Where responses go; a transport queues or writes them.
@@ -56,6 +63,8 @@ pub struct Progress {
     /// The first unanswered request waits on this ticket: it and everything after it stay in
     /// the buffer (not consumed) until the front door re-runs them.
     pub pending: Option<Ticket>,
+    /// End the connection this way, without answering the last request (consumed).
+    pub drop: Option<DropKind>,
 }
 
 /// Answers every complete request at the start of `buf` from `snapshot`.
@@ -82,6 +91,7 @@ pub fn respond_all_with<'s>(
         answered: 0,
         close: false,
         pending: None,
+        drop: None,
     };
     while progress.consumed < buf.len() {
         let mut headers = header_array();
@@ -90,36 +100,58 @@ pub fn respond_all_with<'s>(
             Ok(Parsed::Complete { request, len }) => {
                 let close = request.wants_close();
                 let head_only = request.method == Method::Head;
-                match respond(&request) {
+                let (reply, delay) = match respond(&request) {
+                    Reply::Later(d, inner) => (*inner, Some(d)),
+                    reply => (reply, None),
+                };
+                match reply {
                     Reply::Static(pre) => {
                         sink.answered(Some(&request), pre.status());
-                        let (bytes, sum) = pre.wire(close, head_only);
-                        sink.push(Outgoing {
-                            bytes,
-                            sum,
-                            ip_ttl: None,
-                        });
+                        push_prebuilt(sink, pre, close, head_only, delay);
+                    }
+                    Reply::Shared(pre) => {
+                        sink.answered(Some(&request), pre.status());
+                        push_prebuilt(sink, &pre, close, head_only, delay);
                     }
                     Reply::Dynamic(resp) => {
                         sink.answered(Some(&request), resp.status);
-                        push_dynamic(sink, &resp, close, head_only)
+                        push_dynamic(sink, &resp, close, head_only, delay);
                     }
                     Reply::Pending(ticket) => {
                         progress.pending = Some(ticket);
                         break;
                     }
+                    Reply::Later(d, _) => {
+                        // Not produced (a fault wraps a cloud's answer once); answered as a
+                        // failure of the server rather than guessed at.
+                        let resp = Response::new(500).body("nested delay\n");
+                        sink.answered(Some(&request), resp.status);
+                        push_dynamic(sink, &resp, true, head_only, Some(d));
+                        progress.close = true;
+                    }
+                    Reply::Drop(kind) => {
+                        // No status was sent: counted and logged as 0.
+                        sink.answered(Some(&request), 0);
+                        progress.consumed += len;
+                        progress.drop = Some(kind);
+                        progress.close = true;
+                        break;
+                    }
                 }
                 progress.consumed += len;
                 progress.answered += 1;
-                if close {
+                if close || progress.close {
                     progress.close = true;
+                    break;
+                }
+                if delay.is_some() {
                     break;
                 }
             }
             Err(e) => {
                 let resp = error_response(e);
                 sink.answered(None, resp.status);
-                push_dynamic(sink, &resp, true, false);
+                push_dynamic(sink, &resp, true, false, None);
                 progress.close = true;
                 break;
             }
@@ -136,11 +168,34 @@ pub fn error_response(e: HttpError) -> Response {
         .body(format!("{e}\n"))
 }
 
-fn push_dynamic(sink: &mut impl Sink, resp: &Response, close: bool, head_only: bool) {
+fn push_prebuilt(
+    sink: &mut impl Sink,
+    pre: &super::response::Prebuilt,
+    close: bool,
+    head_only: bool,
+    delay: Option<std::time::Duration>,
+) {
+    let (bytes, sum) = pre.wire(close, head_only);
+    sink.push(Outgoing {
+        bytes,
+        sum,
+        ip_ttl: None,
+        delay,
+    });
+}
+
+fn push_dynamic(
+    sink: &mut impl Sink,
+    resp: &Response,
+    close: bool,
+    head_only: bool,
+    delay: Option<std::time::Duration>,
+) {
     let (bytes, _) = resp.render(close, head_only);
     sink.push(Outgoing {
         bytes: Bytes::from(bytes),
         sum: None,
         ip_ttl: resp.ip_ttl,
+        delay,
     });
 }

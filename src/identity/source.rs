@@ -305,6 +305,12 @@ impl IssueCounts {
     }
 }
 
+/// How many tokens and credentials the process has issued, over every identity and source
+/// (`imds-tun ctl status`): the sum of `imds_tun_tokens_issued_total`.
+pub fn tokens_issued() -> u64 {
+    crate::metrics::global().counter_total("imds_tun_tokens_issued_total")
+}
+
 /// Lifetime assumed for a static token whose claims do not say (managed identity tokens last
 /// 24 h).
 pub const STATIC_DEFAULT_LIFETIME: u64 = 86_400;

@@ -172,6 +172,18 @@ impl Registry {
         self.series(family, help, labels, pick, Value::Gauge)
     }
 
+    /// The sum of every counter of `family`, whatever its labels (`ctl status` totals).
+    pub fn counter_total(&self, family: &str) -> u64 {
+        lock(&self.series)
+            .iter()
+            .filter(|s| s.family == family)
+            .map(|s| match &s.value {
+                Value::Counter(c) => c.get(),
+                Value::Gauge(_) => 0,
+            })
+            .sum()
+    }
+
     /// The series `family{labels}` that `pick` recognises, or a new one `wrap` makes.
     fn series<T: Default>(
         &self,
