@@ -167,3 +167,43 @@ fn status_before_during_and_after_up() {
     let after = status();
     assert_eq!(after.status.code(), Some(3), "{}", stdout(&after));
 }
+
+#[test]
+fn ctl_event_and_fault_have_help_and_refuse_mistakes_without_a_server() {
+    for noun in ["event", "fault"] {
+        let out = imds_tun(&["ctl", noun, "--help"]);
+        assert!(out.status.success(), "ctl {noun} --help failed");
+        let help = stdout(&out);
+        let examples = help
+            .split("Examples:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("ctl {noun} --help has no examples:\n{help}"));
+        assert!(
+            examples.contains(&format!("imds-tun ctl {noun} ")),
+            "{examples}"
+        );
+        assert!(help.contains("Forms:"), "{help}");
+    }
+    let nowhere = "/nonexistent/imds-tun-ctl.sock";
+    let out = imds_tun(&[
+        "ctl", "--socket", nowhere, "event", "aws", "--spot", "explode",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--spot `explode`: expected one of"), "{err}");
+    let out = imds_tun(&["ctl", "--socket", nowhere, "fault", "add", "/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exactly one of --status"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = imds_tun(&["ctl", "--socket", nowhere, "event", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no server: a failure, not usage"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
