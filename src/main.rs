@@ -164,8 +164,10 @@ Examples:
 Examples:
   imds-tun default-config > /etc/imds-tun/config.json")]
     DefaultConfig,
-    /// Control a running instance (`up`, or `serve --ctl`): read and edit metadata live,
-    /// schedule events, inject faults, reload, status. Needs root (the socket is 0600).
+    /// Control a running instance (`up`, or `serve --ctl`): live edits, events, faults, status
+    ///
+    /// Read and edit metadata live, schedule events, inject faults, reload, status. Needs root
+    /// (the socket is 0600).
     ///
     /// Examples:
     ///   imds-tun ctl set gce instance/attributes/role=web

@@ -45,18 +45,25 @@ fn every_subcommand_has_examples_and_the_top_level_exit_codes() {
         assert!(top.contains(code), "exit code {code} not in --help:\n{top}");
     }
     for name in subcommands() {
-        let out = imds_tun(&[&name, "--help"]);
-        assert!(out.status.success(), "{name} --help failed");
-        let help = stdout(&out);
-        let examples = help
-            .split("Examples:\n")
-            .nth(1)
-            .unwrap_or_else(|| panic!("{name} --help has no examples:\n{help}"));
-        assert!(
-            examples.contains(&format!("imds-tun {name}")),
-            "{name}'s examples do not show it:\n{examples}"
-        );
+        help_shows_itself(&[&name]);
     }
+}
+
+/// `imds-tun WORDS --help`, which must have examples that show `imds-tun WORDS`; the help.
+fn help_shows_itself(words: &[&str]) -> String {
+    let name = words.join(" ");
+    let out = imds_tun(&[words, &["--help"]].concat());
+    assert!(out.status.success(), "{name} --help failed");
+    let help = stdout(&out);
+    let examples = help
+        .split("Examples:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{name} --help has no examples:\n{help}"));
+    assert!(
+        examples.contains(&format!("imds-tun {name}")),
+        "{name}'s examples do not show it:\n{examples}"
+    );
+    help
 }
 
 #[test]
@@ -171,17 +178,7 @@ fn status_before_during_and_after_up() {
 #[test]
 fn ctl_event_and_fault_have_help_and_refuse_mistakes_without_a_server() {
     for noun in ["event", "fault"] {
-        let out = imds_tun(&["ctl", noun, "--help"]);
-        assert!(out.status.success(), "ctl {noun} --help failed");
-        let help = stdout(&out);
-        let examples = help
-            .split("Examples:\n")
-            .nth(1)
-            .unwrap_or_else(|| panic!("ctl {noun} --help has no examples:\n{help}"));
-        assert!(
-            examples.contains(&format!("imds-tun ctl {noun} ")),
-            "{examples}"
-        );
+        let help = help_shows_itself(&["ctl", noun]);
         assert!(help.contains("Forms:"), "{help}");
     }
     let nowhere = "/nonexistent/imds-tun-ctl.sock";
