@@ -158,7 +158,13 @@ impl Control {
             Request::Event { args } => self.live("event", &args),
             Request::Fault { args } => self.live("fault", &args),
             Request::Reload {} => self.reload(),
-            Request::Status {} => self.status(),
+            Request::Status {} => {
+                let mut status = self.status();
+                if let Some(result) = status.result.as_mut() {
+                    self.live_counts(result);
+                }
+                status
+            }
         }
     }
 
@@ -303,9 +309,7 @@ impl Control {
             requests,
             tokens_issued: crate::identity::source::tokens_issued(),
         };
-        let mut status = serde_json::to_value(s).unwrap_or(Value::Null);
-        self.live_counts(&mut status);
-        Response::ok(status)
+        Response::ok(serde_json::to_value(s).unwrap_or(Value::Null))
     }
 
     /// Loads `doc` exactly as a file (environment overrides, validation), with the command

@@ -21,6 +21,12 @@
 //!
 //! [`Live::next_change`] says when the state next changes by itself; [`ticker`] sleeps until
 //! then (or until a command changes it) and ticks the cell.
+//!
+//! Commands come from the configuration and from `imds-tun ctl event|fault` ([`command`];
+//! [`Live::apply`] answers with JSON objects `ctl` prints). Every event goes through the same
+//! steps ([`steps`]: scheduled, started, completed or cancelled), recorded where the per-cloud
+//! state learns them and counted once each, with injected faults and approvals, in
+//! [`counted`] (the metrics registry and `ctl status`).
 
 pub mod aws;
 pub mod azure;
