@@ -1,7 +1,8 @@
 //! `imds-tun ctl` against a running instance, observed with real clients: curl, Python's
 //! requests running Google's documented metadata watch loop, and plain sockets for a thousand
 //! concurrent hanging GETs. `serve --ctl` on loopback, and `up` inside a test host (a network
-//! namespace, never the machine's own).
+//! namespace, never the machine's own), where `ctl event` and `ctl fault` are also seen by
+//! curl through the TUN (tests/live.rs drives them with the SDKs on `serve`).
 //!
 //! The control socket must be 0600 and owned by the user running the server (root in CI);
 //! `up` runs only as root, so its tests fail (never skip) without root.
@@ -566,4 +567,105 @@ fn ctl_and_hanging_gets_on_up_in_a_test_host() {
     let status = up.wait(Duration::from_secs(10));
     assert!(status.success());
     assert!(!socket.exists(), "the control socket is removed on exit");
+}
+
+/// `curl` inside `host` with `args`; (body, status), the status last as `-w` writes it.
+fn host_curl(host: &TestHost, args: &str) -> (String, u16) {
+    let text = host.sh(&format!("curl -sS -m 5 -w '\\n%{{http_code}}' {args}"));
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (body.to_string(), code.trim().parse().unwrap_or(0))
+}
+
+#[test]
+fn ctl_events_and_faults_on_up_in_a_test_host() {
+    let _serial = one_at_a_time();
+    let host = TestHost::new(Shape::LoopbackOnly);
+    let socket = host.dir().join("state").join("ctl.sock");
+    let up = Up::start(&host, ["--threads", "1"]);
+
+    // A hanging GET on maintenance-event inside the host, through the TUN, woken by ctl.
+    let url = "http://metadata.google.internal/computeMetadata/v1/instance/maintenance-event";
+    let etag = host
+        .sh(&format!(
+            "curl -sS -m 5 -D - -o /dev/null -H Metadata-Flavor:Google {url}"
+        ))
+        .lines()
+        .find_map(|l| l.strip_prefix("ETag: ").map(|e| e.trim().to_string()))
+        .unwrap_or_else(|| panic!("no ETag"));
+    let mut watch = host
+        .command("curl")
+        .args(["-sS", "-m", "20", "-H", "Metadata-Flavor: Google"])
+        .arg(format!(
+            "{url}?wait_for_change=true&last_etag={etag}&timeout_sec=15"
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        watch.try_wait().unwrap_or(None).is_none(),
+        "the hanging GET answered before any change"
+    );
+    let asked = Instant::now();
+    ctl_ok(
+        &socket,
+        &[
+            "event",
+            "gce",
+            "--maintenance",
+            "MIGRATE_ON_HOST_MAINTENANCE",
+        ],
+    );
+    let mut value = String::new();
+    if let Some(out) = watch.stdout.as_mut() {
+        std::io::Read::read_to_string(out, &mut value).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let woke = asked.elapsed();
+    let _ = watch.wait();
+    assert_eq!(value, "MIGRATE_ON_HOST_MAINTENANCE");
+    eprintln!("up: ctl event gce -> hanging GET answered in {woke:?}");
+    assert!(woke < Duration::from_secs(1), "woken after {woke:?}");
+
+    // A spot notice through IMDSv2, then cancelled.
+    let spot = "-H \"X-aws-ec2-metadata-token: $(curl -sS -m 5 -X PUT \
+                -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)\" \
+                http://169.254.169.254/latest/meta-data/spot/instance-action";
+    assert_eq!(host_curl(&host, spot).1, 404);
+    ctl_ok(
+        &socket,
+        &["event", "aws", "--spot", "terminate", "--in", "2m"],
+    );
+    let (body, code) = host_curl(&host, spot);
+    assert_eq!(code, 200);
+    assert!(body.starts_with("{\"action\": \"terminate\""), "{body}");
+    ctl_ok(&socket, &["event", "cancel", "spot"]);
+    assert_eq!(host_curl(&host, spot).1, 404);
+
+    // One injected 500, then normal service.
+    ctl_ok(
+        &socket,
+        &[
+            "fault",
+            "add",
+            "aws",
+            "/latest/meta-data/instance-id",
+            "--status",
+            "500",
+            "--count",
+            "1",
+        ],
+    );
+    let id = "http://169.254.169.254/latest/meta-data/instance-id";
+    assert_eq!(host_curl(&host, id).1, 500);
+    assert_eq!(host_curl(&host, id).1, 200);
+    let s = status_json(&socket);
+    assert_eq!(
+        (s["faults_injected"].as_u64(), s["fault_rules"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["events_current"].as_u64(), Some(1), "the GCE value: {s}");
+
+    up.signal(libc::SIGTERM);
+    assert!(up.wait(Duration::from_secs(10)).success());
 }

@@ -19,7 +19,14 @@
 //! - `reload`: re-reads the file, as SIGHUP does (it is the same code); edits that were not
 //!   persisted are gone after it, since the file is the truth.
 //! - `status`: uptime, open connections, parked requests, requests per cloud and tokens
-//!   issued ([`status`]).
+//!   issued ([`status`]), and the live state's counts (current events, fault rules, faults
+//!   injected).
+//! - `event`, `fault`: the live state ([`crate::live`]): schedule, list and cancel events,
+//!   add, list and clear injected faults. The request carries the command line's words, read
+//!   by [`crate::live::command::parse`] (the same commands the configuration becomes); the
+//!   cell is ticked before answering, so a GCE value set by `event gce` is served (and wakes
+//!   hanging GETs) by the time `ctl` returns. These never touch the configuration document:
+//!   a reload keeps what commands added.
 //!
 //! # Adding a command
 //!
@@ -42,7 +49,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -148,8 +155,58 @@ impl Control {
                 path,
                 persist,
             } => self.edit(cloud, &path, Op::Delete, persist),
+            Request::Event { args } => self.live("event", &args),
+            Request::Fault { args } => self.live("fault", &args),
             Request::Reload {} => self.reload(),
-            Request::Status {} => self.status(),
+            Request::Status {} => {
+                let mut status = self.status();
+                if let Some(result) = status.result.as_mut() {
+                    self.live_counts(result);
+                }
+                status
+            }
+        }
+    }
+
+    /// `event ...` and `fault ...`: one command to the live state, at the current time.
+    fn live(&self, noun: &str, args: &[String]) -> Response {
+        let words: Vec<&str> = std::iter::once(noun)
+            .chain(args.iter().map(String::as_str))
+            .collect();
+        let command = match crate::live::command::parse(&words) {
+            Ok(c) => c,
+            Err(e) => return Response::error(format!("{noun}: {e}")),
+        };
+        let now = SystemTime::now();
+        match self.cell.live().apply(command, now) {
+            Ok(result) => {
+                self.cell.tick(now);
+                tracing::info!(
+                    command = noun,
+                    action = args.first().map_or("", String::as_str),
+                    "live command applied"
+                );
+                Response::ok(result)
+            }
+            Err(e) => Response::error(format!("{noun}: {e}")),
+        }
+    }
+
+    /// The live state's counts in `ctl status`.
+    fn live_counts(&self, status: &mut Value) {
+        let live = self.cell.live();
+        let (events, faults) = live.current(SystemTime::now());
+        if let Value::Object(m) = status {
+            m.insert("events_current".into(), events.into());
+            m.insert(
+                "events_scheduled".into(),
+                live.counters.events_scheduled().into(),
+            );
+            m.insert("fault_rules".into(), faults.into());
+            m.insert(
+                "faults_injected".into(),
+                live.counters.faults_injected().into(),
+            );
         }
     }
 
