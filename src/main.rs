@@ -163,8 +163,9 @@ Examples:
 Examples:
   imds-tun default-config > /etc/imds-tun/config.json")]
     DefaultConfig,
-    /// Control a running instance (`up`, or `serve --ctl`): read and edit metadata live,
-    /// reload, status. Needs root (the socket is 0600).
+    /// Control a running instance (`up`, or `serve --ctl`): live metadata, reload, status
+    ///
+    /// Needs root (the socket is 0600).
     ///
     /// Examples:
     ///   imds-tun ctl set gce instance/attributes/role=web
