@@ -15,6 +15,8 @@
 //!            command token and credential sources behind one trait, with caching and the audit
 //!            log
 //! snapshot   the immutable, pre-serialised response store all front doors answer from
+//! fleet      instances told apart by caller address: a snapshot per profile, longest prefix
+//!            wins, unknown callers get the base or a reset
 //! live/      what changes while running: scheduled, spot and maintenance events, injected
 //!            faults; shared by every snapshot of a cell
 //! wire/      IPv4/IPv6/TCP parse and emit, checksums (etherparse stays in here)
@@ -48,6 +50,7 @@ pub mod control;
 pub mod device;
 pub mod doors;
 pub mod engine;
+pub mod fleet;
 pub mod http;
 pub mod identity;
 pub mod listen;

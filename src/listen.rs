@@ -18,6 +18,8 @@
 //! connections, being other tasks, are not held up; a parked connection is a sleeping task,
 //! not a thread.
 //!
+//! A caller the configuration's fleet refuses ([`crate::fleet`]) is reset on accept (and, after
+//! a reload that starts refusing it, at its next request).
 //! An injected failure ([`crate::live::faults`]) that drops the connection ends it with a RST
 //! (`SO_LINGER` 0, then close) or a FIN, without an answer; an injected latency delays the
 //! connection's task only.
@@ -119,6 +121,11 @@ pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: Fr
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if cell.load().for_peer(peer.ip()).is_none() {
+                    // Refused at once, before a task is spent on it.
+                    let _ = drop_connection(stream, DropKind::Reset).await;
+                    continue;
+                }
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
                 let observer = observer.clone();
@@ -192,6 +199,9 @@ async fn connection(
             }
         }
         snapshot = cell.load();
+        let Some(instance) = snapshot.for_peer(peer.ip()) else {
+            return drop_connection(stream, DropKind::Reset).await;
+        };
         let ctx = RequestContext {
             now: SystemTime::now(),
             peer,
@@ -207,10 +217,10 @@ async fn connection(
             let mut ctx = ctx;
             match &door {
                 FrontDoor::Plain(_) => respond_all_with(input, &limits, &mut sink, |req| {
-                    snapshot.respond(req, &ctx.next_request())
+                    instance.respond(req, &ctx.next_request())
                 }),
                 FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
-                    keys.respond(&snapshot, req, &ctx.next_request())
+                    keys.respond(instance, req, &ctx.next_request())
                 }),
             }
         };
@@ -252,6 +262,7 @@ async fn connection(
                 Err(_) => return Ok(()),
             }
         };
+        instance.count_answered(progress.answered);
         // A delayed answer ends a round: requests pipelined behind it are answered after it,
         // from the buffer, without waiting for more bytes.
         let delayed = out.iter().any(|o| o.delay.is_some());

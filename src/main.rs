@@ -435,8 +435,11 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             Ok(c) => {
                 let snapshot = Snapshot::build(c, &Keys::fixed(0), &file.display().to_string());
                 match snapshot {
-                    Ok(_) => {
+                    Ok(s) => {
                         println!("{}: valid", file.display());
+                        for line in imds_tun::fleet::describe(&s.config.fleet) {
+                            println!("{line}");
+                        }
                         Ok(ExitCode::SUCCESS)
                     }
                     Err(e) => {
@@ -639,6 +642,7 @@ fn serve(
             let _ = std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes());
         }
         let result = wait_for_shutdown(&control).await;
+        imds_tun::fleet::log_counts(&cell.load());
         imds_tun::notify::notify_or_log("STOPPING=1");
         for line in doors.close() {
             tracing::info!("undone: {line}");

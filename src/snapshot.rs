@@ -9,6 +9,9 @@
 //! verify minted tokens and signed documents ([`crate::identity`]), on every address and
 //! without any header, as public keys may be.
 //!
+//! A configuration with a fleet ([`crate::fleet`]) renders one snapshot per profile inside the
+//! base one; front doors ask [`Snapshot::for_peer`] which of them answers a caller.
+//!
 //! What changes while running (events, injected faults) is not in the snapshot but in the
 //! [`Live`] state every snapshot of a cell shares; the clouds read it per request, and a GCE
 //! value that changes is rendered into a new snapshot ([`SnapshotCell::tick`]). Injected
@@ -20,6 +23,7 @@
 //! GCE alone) `/` is GCE's root; otherwise, when AWS is on, it is AWS's version list carrying
 //! `Metadata-Flavor: Google` too when GCE is on, which satisfies Go's probe and a person's curl.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -29,7 +33,8 @@ use crate::cloud::azure::Azure;
 use crate::cloud::gce::guest::GuestAttributes;
 use crate::cloud::gce::Gce;
 use crate::cloud::{owner, Door, Owner, Reply, Request, RequestContext};
-use crate::config::{Config, ConfigErrors, Problems};
+use crate::config::{Config, ConfigError, ConfigErrors, Problems};
+use crate::fleet::{Choice, Fleet, Member, Tally, DEFAULT_PROFILE};
 use crate::http::{Method, Prebuilt, Response};
 use crate::identity::{IdentityKeys, CA_PATH, JWKS_PATH};
 use crate::live::faults::FaultAction;
@@ -47,6 +52,8 @@ pub struct Keys {
     pub identity: Arc<IdentityKeys>,
     /// GCE guest attributes written by the guest ([`crate::cloud::gce::guest`]).
     pub guest_attributes: Arc<GuestAttributes>,
+    /// Each fleet profile's own guest attributes, by profile name ([`Keys::for_profile`]).
+    profile_guest_attributes: Arc<std::sync::Mutex<BTreeMap<String, Arc<GuestAttributes>>>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -64,6 +71,7 @@ impl Keys {
             session,
             identity,
             guest_attributes: GuestAttributes::new(),
+            profile_guest_attributes: Arc::default(),
         })
     }
 
@@ -74,6 +82,21 @@ impl Keys {
             session: [seed; 32],
             identity: IdentityKeys::fixed(),
             guest_attributes: GuestAttributes::new(),
+            profile_guest_attributes: Arc::default(),
+        }
+    }
+
+    /// The keys fleet profile `name` renders with: the same keys, and guest attributes of its
+    /// own (what one instance's guest writes is not another's), kept across reloads by name.
+    pub fn for_profile(&self, name: &str) -> Keys {
+        let mut stores = self
+            .profile_guest_attributes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let own = stores.entry(name.to_string()).or_default();
+        Keys {
+            guest_attributes: Arc::clone(own),
+            ..self.clone()
         }
     }
 }
@@ -95,30 +118,95 @@ pub struct Snapshot {
     ca: Prebuilt,
     /// A HIMDS token request asked without the door's key ring.
     no_key_ring: Prebuilt,
-    /// The live state (shared by every snapshot of a cell).
+    /// The live state (shared by every snapshot of a cell, and by every instance of a fleet).
     live: Arc<Live>,
     /// What the GCE tree was rendered with from the live state.
     gce_overlay: GceOverlay,
     /// To render this configuration again with another overlay.
     keys: Keys,
     source: String,
+    /// The other instances of this configuration's fleet; empty without one.
+    fleet: Fleet,
+    /// Requests this instance answered, when it is part of a fleet.
+    tally: Option<Tally>,
+}
+
+/// What the instances of a fleet answered, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetCounts {
+    /// Requests answered, by profile name ([`DEFAULT_PROFILE`] first: the base's).
+    pub answered: Vec<(String, u64)>,
+    /// Callers refused (`"unknownSources": "refuse"`).
+    pub refused: u64,
 }
 
 impl Snapshot {
-    /// Renders `config`; `source` names it in errors found while rendering. The snapshot
-    /// gets a live state of its own, started from `config` (a cell hands its own on).
+    /// Renders `config`, and each profile of its fleet; `source` names it in errors found while
+    /// rendering. The snapshot gets a live state of its own, started from `config` (a cell
+    /// hands its own on).
     pub fn build(config: Config, keys: &Keys, source: &str) -> Result<Snapshot, ConfigErrors> {
         let live = Arc::new(Live::new(&config));
         Snapshot::build_live(config, keys, source, live, GceOverlay::default())
     }
 
-    /// Renders `config` with `live` as its live state and `overlay` in the GCE tree.
+    /// Renders `config` and its fleet's profiles with `live` as their live state and `overlay`
+    /// in their GCE trees (live state is the host's: every instance shares it).
     fn build_live(
         config: Config,
         keys: &Keys,
         source: &str,
         live: Arc<Live>,
         overlay: GceOverlay,
+    ) -> Result<Snapshot, ConfigErrors> {
+        if config.fleet.profiles.is_empty() {
+            return Snapshot::build_one(config, keys, source, (live, overlay), None);
+        }
+        let mut members = Vec::with_capacity(config.fleet.profiles.len());
+        let mut errors = Vec::new();
+        for (i, profile) in config.fleet.profiles.iter().enumerate() {
+            let at = format!("$.fleet.profiles[{i}]");
+            let Some(own) = profile.config.as_deref() else {
+                errors.push(ConfigError {
+                    file: source.to_string(),
+                    path: at,
+                    expected: "a profile resolved by loading (config::load_str)".into(),
+                });
+                continue;
+            };
+            let tally = Some(Tally::registered(&profile.name));
+            let own_keys = keys.for_profile(&profile.name);
+            let live = (Arc::clone(&live), overlay.clone());
+            match Snapshot::build_one(own.clone(), &own_keys, source, live, tally) {
+                Ok(snapshot) => members.push((
+                    Member {
+                        name: profile.name.clone(),
+                        snapshot,
+                    },
+                    profile.sources.clone(),
+                )),
+                Err(ConfigErrors(found)) => errors.extend(found.into_iter().map(|mut e| {
+                    e.path = format!("{at}.patch{}", e.path.strip_prefix('$').unwrap_or(""));
+                    e
+                })),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let fleet = Fleet::new(members, config.fleet.unknown_sources);
+        let tally = Some(Tally::registered(DEFAULT_PROFILE));
+        let mut base = Snapshot::build_one(config, keys, source, (live, overlay), tally)?;
+        base.fleet = fleet;
+        Ok(base)
+    }
+
+    /// Renders one instance with its live state and GCE overlay.
+    fn build_one(
+        config: Config,
+        keys: &Keys,
+        source: &str,
+        (live, overlay): (Arc<Live>, GceOverlay),
+        tally: Option<Tally>,
     ) -> Result<Snapshot, ConfigErrors> {
         let mut problems = Problems::new();
         let azure = config
@@ -174,6 +262,8 @@ impl Snapshot {
             gce_overlay: overlay,
             keys: keys.clone(),
             source: source.to_string(),
+            fleet: Fleet::default(),
+            tally,
         })
     }
 
@@ -182,12 +272,20 @@ impl Snapshot {
         &self.live
     }
 
+    /// Answers with `live` from now on, this snapshot and its fleet's instances.
+    fn set_live(&mut self, live: Arc<Live>) {
+        for member in self.fleet.members_mut() {
+            member.snapshot.set_live(Arc::clone(&live));
+        }
+        self.live = live;
+    }
+
     /// This configuration rendered again with `live`'s GCE values at `now`, or `self` when
     /// they are the ones it has.
     fn with_live(mut self, live: Arc<Live>, now: SystemTime) -> Snapshot {
         let overlay = live.gce_overlay(now);
         if overlay == self.gce_overlay {
-            self.live = live;
+            self.set_live(live);
             return self;
         }
         let config = Config::clone(&self.config);
@@ -196,17 +294,56 @@ impl Snapshot {
             Err(e) => {
                 // The same configuration rendered before; an overlay only sets two strings.
                 tracing::error!("cannot render the live GCE values: {e}");
-                self.live = live;
+                self.set_live(live);
                 self
             }
         }
     }
 
-    /// Called once this snapshot has been replaced: wakes the hanging GETs parked on it so
-    /// they compare against the new one.
+    /// The snapshot that answers `peer`: its fleet profile's, this one, or `None` when the
+    /// caller is refused (the front door then resets the connection, [`crate::fleet`]). One
+    /// table lookup with a fleet, nothing without; never allocates.
+    pub fn for_peer(&self, peer: std::net::IpAddr) -> Option<&Snapshot> {
+        if self.fleet.is_empty() {
+            return Some(self);
+        }
+        match self.fleet.lookup(peer) {
+            Choice::Member(i) => self.fleet.members().get(i).map(|m| &m.snapshot),
+            Choice::Default => Some(self),
+            Choice::Refuse => None,
+        }
+    }
+
+    /// Counts `n` requests answered by this instance (nothing outside a fleet).
+    pub fn count_answered(&self, n: usize) {
+        if let Some(tally) = &self.tally {
+            if n > 0 {
+                tally.add(n);
+            }
+        }
+    }
+
+    /// What the instances of this snapshot's fleet answered; empty without a fleet.
+    pub fn fleet_counts(&self) -> FleetCounts {
+        let own = self.tally.iter().map(|t| (t.name.clone(), t.get()));
+        let members = self.fleet.members().iter().filter_map(|m| {
+            let t = m.snapshot.tally.as_ref()?;
+            Some((t.name.clone(), t.get()))
+        });
+        FleetCounts {
+            answered: own.chain(members).collect(),
+            refused: self.fleet.refused(),
+        }
+    }
+
+    /// Called once this snapshot has been replaced: wakes the hanging GETs parked on it (and
+    /// on its fleet's instances) so they compare against the new one.
     pub fn retire(&self) {
         if let Some(gce) = &self.gce {
             gce.retire();
+        }
+        for member in self.fleet.members() {
+            member.snapshot.retire();
         }
     }
 

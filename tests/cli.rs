@@ -28,8 +28,10 @@ fn subcommands() -> Vec<String> {
         .nth(1)
         .and_then(|rest| rest.split("\n\n").next())
         .unwrap_or_else(|| panic!("no Commands section in\n{help}"));
+    // A name starts its line after two spaces; deeper lines continue a description.
     let names: Vec<String> = list
         .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| *n != "help")
         .map(str::to_string)

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::netns::{hosts_content, Shape, TestHost};
+use support::netns::{hosts_content, Container, Shape, TestHost};
 use support::up::Up;
 
 /// `up` with no arguments beyond the test host's own directories.
@@ -388,78 +388,6 @@ fn ecs_container_credentials() {
     assert!(up.wait(Duration::from_secs(10)).success());
 }
 
-/// A "container" network namespace one routed hop behind the test host: a veth pair with
-/// link-local addresses (169.254.80.0/24), the test host forwarding. Deleted on drop.
-struct Container {
-    name: String,
-}
-
-impl Container {
-    fn behind(host: &TestHost) -> Container {
-        let name = format!("{}-c", host.name);
-        let ip = |args: &[&str]| {
-            let ok = std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "ip {args:?} failed");
-        };
-        ip(&["netns", "add", &name]);
-        let c = Container { name };
-        let n = c.name.as_str();
-        ip(&["-n", n, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n", &host.name, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns",
-            n,
-        ]);
-        ip(&[
-            "-n",
-            &host.name,
-            "addr",
-            "add",
-            "169.254.80.1/24",
-            "dev",
-            "c0",
-        ]);
-        ip(&["-n", n, "addr", "add", "169.254.80.2/24", "dev", "eth0"]);
-        ip(&["-n", &host.name, "link", "set", "c0", "up"]);
-        ip(&["-n", n, "link", "set", "eth0", "up"]);
-        ip(&["-n", n, "route", "add", "default", "via", "169.254.80.1"]);
-        // Forwarding in the test host's namespace only (a per-namespace sysctl).
-        host.sh("sysctl -q -w net.ipv4.ip_forward=1");
-        c
-    }
-
-    /// Runs `program args` in the container with an empty environment but PATH and HOME.
-    fn run(&self, home: &std::path::Path, program: &str, args: &[&str]) -> (Option<i32>, String) {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.name, "env", "-i"])
-            .arg(format!(
-                "PATH={}",
-                std::env::var("PATH").unwrap_or_default()
-            ))
-            .arg(format!("HOME={}", home.display()))
-            .arg("AWS_CONFIG_FILE=/dev/null")
-            .arg("AWS_SHARED_CREDENTIALS_FILE=/dev/null")
-            .arg(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
 /// The IMDSv2 hop limit, end to end: the token PUT's answer leaves with IP TTL = hopLimit, so a
 /// container one routed hop away gets no token with hop limit 1 (the router drops the answer
 /// when the TTL runs out; the client times out) and gets one with hop limit 2. With
@@ -467,7 +395,7 @@ impl Drop for Container {
 #[test]
 fn hop_limit_reaches_a_routed_container_only_when_above_one() {
     let host = TestHost::new(Shape::LoopbackOnly);
-    let container = Container::behind(&host);
+    let container = Container::behind(&host, 0);
     let python = support::python().display().to_string();
     let put = [
         "-sS",
@@ -501,6 +429,7 @@ fn hop_limit_reaches_a_routed_container_only_when_above_one() {
         // A routed plain request works at any hop limit (only the token answer is limited).
         let (code, _) = container.run(
             host.dir(),
+            &[],
             "curl",
             &[
                 "-sS",
@@ -513,8 +442,8 @@ fn hop_limit_reaches_a_routed_container_only_when_above_one() {
         );
         assert_eq!(code, Some(0), "the container reaches IMDS");
 
-        let (code, token) = container.run(host.dir(), "curl", &put);
-        let (_, boto) = container.run(host.dir(), &python, &["-c", botocore]);
+        let (code, token) = container.run(host.dir(), &[], "curl", &put);
+        let (_, boto) = container.run(host.dir(), &[], &python, &["-c", botocore]);
         if hop_limit == 1 {
             assert_eq!(code, Some(28), "curl must time out, got {code:?} {token:?}");
             assert_eq!(boto.trim(), "no-token no-credentials", "botocore");

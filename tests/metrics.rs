@@ -165,12 +165,6 @@ fn assert_access_log(log: &str, secrets: &[String]) {
     );
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
-}
-
 /// Fetches the metrics over HTTP (curl) through `command`.
 fn scrape(mut curl: Command, port: u16) -> String {
     let out = curl
@@ -213,7 +207,7 @@ fn serve_counts_a_known_mix() {
     let tokens = dir.join("tokens");
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&tokens);
-    let port = free_port();
+    let port = support::free_port();
     let metrics = format!("127.0.0.1:{port}");
     let server = support::Server::start_with(
         None,

@@ -17,9 +17,12 @@
 //! their connections. [`driver`] is the thin blocking loop around it
 //! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
 //!
+//! A caller that the configuration's fleet refuses ([`crate::fleet`]) is reset when its first
+//! bytes arrive.
+//!
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
-//! lookup and one device write of header + snapshot slice; nothing on that path allocates or
-//! copies the response. A malformed packet costs only itself (counted); a bad request costs
+//! lookup (with a fleet, one lookup of the caller's profile) and one device write of header +
+//! snapshot slice; nothing on that path allocates or copies the response. A malformed packet costs only itself (counted); a bad request costs
 //! only its connection.
 
 pub mod driver;
@@ -396,7 +399,12 @@ impl<D: Device> Engine<D> {
             return;
         }
         if !data.is_empty() {
-            let snapshot = self.cell.load();
+            let current = self.cell.load();
+            let Some(snapshot) = current.for_peer(peer.ip()) else {
+                // A caller no fleet profile knows, refused (crate::fleet): a reset.
+                self.tcp.abort(id);
+                return;
+            };
             let limits = snapshot.config.server.limits();
             let mut ctx = RequestContext {
                 now: wall,
@@ -422,6 +430,7 @@ impl<D: Device> Engine<D> {
                 }
                 None => respond_all_with(data, &limits, &mut self.out, respond),
             };
+            snapshot.count_answered(progress.answered);
             self.counters.requests += progress.answered as u64;
             self.tcp.consume(id, progress.consumed);
             let mut held = None;

@@ -283,6 +283,7 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     drop(ctl_socket);
 
     stop.raise();
+    crate::fleet::log_counts(&cell.load());
     let mut failure = None;
     for (queue, t) in threads.into_iter().enumerate() {
         match t.join() {
