@@ -13,8 +13,10 @@
 //! GET) parks its connection: the task waits on the ticket (at most
 //! [`crate::pending::Ticket::limit`] from its
 //! first park) without reading further, then answers the buffer again, with
-//! [`RequestContext::wait_over`] once the deadline has passed. Other connections, being other
-//! tasks, are not held up; a parked connection is a sleeping task, not a thread.
+//! [`RequestContext::wait_over`] once the deadline has passed (for that request only: one
+//! pipelined behind it parks with a limit of its own, [`RequestContext::next_request`]). Other
+//! connections, being other tasks, are not held up; a parked connection is a sleeping task,
+//! not a thread.
 //!
 //! A caller the configuration's fleet refuses ([`crate::fleet`]) is reset on accept (and, after
 //! a reload that starts refusing it, at its next request).
@@ -45,13 +47,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::caller::{CallerLookup, Callers};
 use crate::cloud::{Door, RequestContext};
-use crate::control::status::FrontStats;
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all_with, Outgoing};
 use crate::http::DropKind;
 use crate::metrics::answered::Answered;
-use crate::metrics::Counter;
-use crate::metrics::Observer;
+use crate::metrics::{Counter, Gauge, Observer, SocketConnection};
 use crate::pending::Wake;
 use crate::snapshot::SnapshotCell;
 
@@ -231,34 +231,24 @@ impl Drop for SourceGuard {
 }
 
 /// Serves connections on `listener` as the metadata door until the task is dropped, within
-/// `admission`'s bounds, counting them in `stats`.
-pub async fn serve(
-    listener: TcpListener,
-    cell: Arc<SnapshotCell>,
-    admission: Arc<Admission>,
-    stats: Arc<FrontStats>,
-) {
-    serve_door(
-        listener,
-        cell,
-        FrontDoor::Plain(Door::Metadata),
-        admission,
-        stats,
-    )
-    .await
+/// `admission`'s bounds.
+pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, admission: Arc<Admission>) {
+    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata), admission).await
 }
 
 /// Serves connections on `listener` as `door` until the task is dropped, within
 /// `admission`'s bounds; its requests are counted in a request block of its own
-/// ([`Observer::new`]) and in `stats`.
+/// ([`Observer::new`]), its open connections and parked requests in the registry's gauges
+/// ([`crate::metrics::fronts`]).
 pub async fn serve_door(
     listener: TcpListener,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
     admission: Arc<Admission>,
-    stats: Arc<FrontStats>,
 ) {
     let observer = Observer::new();
+    let registry = crate::metrics::global();
+    let parked = registry.requests_parked_gauge();
     loop {
         let slot = match Arc::clone(&admission.slots).try_acquire_owned() {
             Ok(slot) => slot,
@@ -286,14 +276,14 @@ pub async fn serve_door(
                 let door = door.clone();
                 let observer = observer.clone();
                 let admission = Arc::clone(&admission);
-                let stats = Arc::clone(&stats);
+                let parked = Arc::clone(&parked);
+                let open = SocketConnection::open(registry);
                 tokio::spawn(async move {
                     let _held = (slot, source);
-                    stats.connection_opened();
-                    let ended =
-                        connection(stream, peer, cell, door, observer, &admission, &stats).await;
-                    stats.connection_closed();
-                    if let Err(e) = ended {
+                    let result =
+                        connection(stream, peer, cell, door, observer, &admission, &parked).await;
+                    drop(open);
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -314,7 +304,7 @@ async fn connection(
     door: FrontDoor,
     observer: Observer,
     admission: &Admission,
-    stats: &FrontStats,
+    parked: &Gauge,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -383,12 +373,13 @@ async fn connection(
                       answered: &mut Vec<Answered>,
                       arrival: std::time::Instant| {
             let mut sink = observer.sink(out, answered, ctx.door, peer, (arrival, ctx.now));
+            let mut ctx = ctx;
             match &door {
                 FrontDoor::Plain(_) => respond_all_with(input, &limits, &mut sink, |req| {
-                    stats.counted(req.path, instance.respond(req, &ctx))
+                    instance.respond(req, &ctx.next_request())
                 }),
                 FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
-                    stats.counted(req.path, keys.respond(instance, req, &ctx))
+                    keys.respond(instance, req, &ctx.next_request())
                 }),
             }
         };
@@ -437,7 +428,9 @@ async fn connection(
         for o in out.drain(..) {
             if let Some(delay) = o.delay {
                 // An injected latency: only this connection's task waits.
+                parked.add(1);
                 tokio::time::sleep(delay).await;
+                parked.add(-1);
             }
             stream.write_all(&o.bytes).await?;
         }
@@ -477,11 +470,11 @@ async fn connection(
             let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
             let waker: Arc<dyn Wake> = notify.clone();
             ticket.on_done(&waker);
-            stats.parked_changed(true);
-            let parked = tokio::time::timeout_at(deadline, notify.notified()).await;
-            stats.parked_changed(false);
-            let over = parked.is_err() || tokio::time::Instant::now() >= deadline;
-            if parked.is_err() {
+            parked.add(1);
+            let waited = tokio::time::timeout_at(deadline, notify.notified()).await;
+            parked.add(-1);
+            let over = waited.is_err() || tokio::time::Instant::now() >= deadline;
+            if waited.is_err() {
                 ticket.time_out();
             }
             rerun = Some((deadline, over));

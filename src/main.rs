@@ -13,7 +13,6 @@ use imds_tun::config::{self, Config};
 use imds_tun::control::edit::Cloud;
 use imds_tun::control::protocol::Request;
 use imds_tun::control::server::ControlSocket;
-use imds_tun::control::status::FrontStats;
 use imds_tun::control::Control;
 use imds_tun::device::Paths;
 use imds_tun::doors::Doors;
@@ -165,8 +164,10 @@ Examples:
 Examples:
   imds-tun default-config > /etc/imds-tun/config.json")]
     DefaultConfig,
-    /// Control a running instance (`up`, or `serve --ctl`): read and edit metadata live,
-    /// reload, status. Needs root (the socket is 0600).
+    /// Control a running instance (`up`, or `serve --ctl`): live edits, events, faults, status
+    ///
+    /// Read and edit metadata live, schedule events, inject faults, reload, status. Needs root
+    /// (the socket is 0600).
     ///
     /// Examples:
     ///   imds-tun ctl set gce instance/attributes/role=web
@@ -174,6 +175,10 @@ Examples:
     ///   imds-tun ctl set azure compute/tagsList '[{"name":"env","value":"test"}]'
     ///   imds-tun ctl get gce instance/attributes/role
     ///   imds-tun ctl delete gce instance/attributes/role
+    ///   imds-tun ctl event azure --type Reboot --not-before +5m --duration 300
+    ///   imds-tun ctl event aws --spot terminate --in 2m
+    ///   imds-tun ctl event list
+    ///   imds-tun ctl fault add azure /metadata/identity/oauth2/token --status 429 --count 1
     ///   imds-tun ctl reload
     ///   imds-tun ctl --json status
     #[command(verbatim_doc_comment)]
@@ -288,11 +293,78 @@ enum CtlAction {
         #[arg(long)]
         persist: bool,
     },
+    /// Schedule, list or cancel events: Azure scheduled events, AWS spot interruptions,
+    /// maintenance and lifecycle state, GCE maintenance-event and preempted.
+    ///
+    /// Events show to clients as on a real VM and move along in time by themselves; a reload
+    /// keeps them.
+    #[command(after_help = EVENT_HELP, disable_help_flag = true)]
+    Event(LiveWords),
+    /// Add, list or clear injected faults: a status with the cloud's own error body, latency,
+    /// or a dropped connection, on a path, for a count of requests or a while.
+    #[command(after_help = FAULT_HELP, disable_help_flag = true)]
+    Fault(LiveWords),
     /// Re-read the configuration file (as SIGHUP); unpersisted edits are dropped.
     Reload,
-    /// Uptime, open connections, requests per cloud, tokens issued.
+    /// Uptime, open connections, requests per cloud, tokens issued, events and faults.
     Status,
 }
+
+/// The words of `ctl event ...` and `ctl fault ...`, read by `imds_tun::live::command` (here,
+/// to refuse a mistake before sending, and by the server).
+#[derive(clap::Args)]
+struct LiveWords {
+    /// The command's words, in one of the forms below.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<String>,
+}
+
+const EVENT_HELP: &str = "\
+Forms:
+  event azure [--type Reboot|Redeploy|Freeze|Preempt|Terminate] [--not-before WHEN]
+              [--duration SECS|-1] [--resources A,B] [--description TEXT]
+              [--source Platform|User] [--id UUID]
+  event aws --spot stop|terminate|hibernate [--in DUR | --at WHEN] [--notice WHEN]
+  event aws --maintenance CODE [--not-before WHEN] [--not-after WHEN | --duration DUR]
+            [--description TEXT] [--id instance-event-...]
+  event aws --lifecycle STATE [--in DUR]
+  event gce --maintenance NONE|MIGRATE_ON_HOST_MAINTENANCE|TERMINATE_ON_HOST_MAINTENANCE
+            [--in DUR] [--duration DUR]
+  event gce --preempted [--in DUR]
+  event list
+  event cancel ID          (an Azure EventId, an AWS instance-event id, spot, gce)
+WHEN: +5m, 90s, 2026-01-01T00:00:00Z or an RFC 1123 time; DUR: 500ms, 90s, 5m, 2h.
+Azure's notice defaults to its minimum per type (Reboot 15 min, Preempt 30 s, ...).
+
+Examples:
+  sudo imds-tun ctl event azure --type Reboot --not-before +5m --duration 300
+  sudo imds-tun ctl event aws --spot terminate --in 2m
+  sudo imds-tun ctl event aws --maintenance system-reboot --not-before +1h --duration 2h
+  sudo imds-tun ctl event gce --maintenance MIGRATE_ON_HOST_MAINTENANCE --duration 60s
+  sudo imds-tun ctl event list
+  sudo imds-tun ctl event cancel spot";
+
+const FAULT_HELP: &str = "\
+Forms:
+  fault add [azure|gce|aws] PATH [--prefix]
+            (--status 404|410|429|500|502|503|504 [--retry-after SECS] | --latency DUR
+             | --drop [reset|close]) [--count N] [--for DUR]
+  fault list
+  fault clear [ID]
+Without a cloud the rule matches PATH whoever owns it; --prefix matches every path under it.
+A rule ends after --count requests or --for a while (else when cleared).
+
+Examples:
+  sudo imds-tun ctl fault add azure /metadata/identity/oauth2/token --status 429 --count 1
+  sudo imds-tun ctl fault add aws /latest/meta-data/ --prefix --latency 2s
+  sudo imds-tun ctl fault add gce /computeMetadata/v1/instance/zone --drop --for 70s
+  sudo imds-tun ctl fault list
+  sudo imds-tun ctl fault clear";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LeafArg {
@@ -609,8 +681,6 @@ fn serve(
         doors,
         config_file,
     )?);
-    let stats = Arc::new(FrontStats::default());
-    control.add_front(Arc::clone(&stats));
     let _socket = match &ctl {
         Some(path) => Some(
             ControlSocket::bind(path, Arc::clone(&control))
@@ -635,7 +705,6 @@ fn serve(
                 l,
                 Arc::clone(&cell),
                 Arc::clone(&admission),
-                Arc::clone(&stats),
             ));
         }
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
@@ -646,7 +715,6 @@ fn serve(
             &tokio::runtime::Handle::current(),
             None,
         )?;
-        control.add_front(Arc::clone(doors.stats()));
         println!("imds-tun: serving {clouds} on {}", addrs.join(", "));
         imds_tun::notify::notify_or_log("READY=1");
         // Whoever started us may read only the first line: a closed stdout is no failure.
@@ -723,6 +791,14 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> anyhow::Resul
             path,
             persist,
         },
+        CtlAction::Event(LiveWords { args }) => match live_words("event", &args) {
+            Some(code) => return code,
+            None => Request::Event { args },
+        },
+        CtlAction::Fault(LiveWords { args }) => match live_words("fault", &args) {
+            Some(code) => return code,
+            None => Request::Fault { args },
+        },
         CtlAction::Reload => Request::Reload {},
         CtlAction::Status => Request::Status {},
     };
@@ -740,11 +816,76 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> anyhow::Resul
         match (&request, &result) {
             (Request::Status {}, r) => print_status(r),
             (Request::Delete { .. }, _) => println!("deleted"),
+            (Request::Event { .. } | Request::Fault { .. }, r) => print_live(r),
             (_, serde_json::Value::String(s)) => println!("{s}"),
             (_, other) => println!("{other}"),
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks `ctl event|fault ARGS` here, with the parser the server uses, so a mistyped
+/// command is a usage error (exit 2) even with no instance running. `Some` is the exit when
+/// there is nothing to send: the help, or a usage error.
+fn live_words(noun: &str, args: &[String]) -> Option<anyhow::Result<ExitCode>> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        let mut cli = Cli::command();
+        // Built, the subcommand's usage line names the whole command (`imds-tun ctl event`).
+        cli.build();
+        let sub = cli
+            .find_subcommand_mut("ctl")
+            .and_then(|c| c.find_subcommand_mut(noun))?;
+        return Some(
+            sub.print_long_help()
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into),
+        );
+    }
+    let words: Vec<&str> = std::iter::once(noun)
+        .chain(args.iter().map(String::as_str))
+        .collect();
+    match imds_tun::live::command::parse(&words) {
+        Ok(_) => None,
+        Err(e) => {
+            eprintln!("imds-tun: {noun}: {e} (see imds-tun ctl {noun} --help)");
+            Some(Ok(ExitCode::from(2)))
+        }
+    }
+}
+
+/// `ctl event` and `ctl fault` results: one line per event or rule (its id, then
+/// `key=value`s), or what was cancelled or cleared.
+fn print_live(result: &serde_json::Value) {
+    use serde_json::Value;
+    let line = |v: &Value| -> String {
+        let Value::Object(m) = v else {
+            return v.to_string();
+        };
+        let mut parts = Vec::with_capacity(m.len());
+        for (k, v) in m {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            parts.push(if k == "id" {
+                text
+            } else {
+                format!("{k}={text}")
+            });
+        }
+        parts.join(" ")
+    };
+    match result {
+        Value::Array(items) => items.iter().for_each(|i| println!("{}", line(i))),
+        Value::Object(m) if m.contains_key("cancelled") => {
+            println!("cancelled {}", m["cancelled"].as_str().unwrap_or("?"))
+        }
+        Value::Object(m) if m.contains_key("cleared") => {
+            let n = m["cleared"].as_u64().unwrap_or(0);
+            println!("{n} fault{} cleared", if n == 1 { "" } else { "s" })
+        }
+        other => println!("{}", line(other)),
+    }
 }
 
 fn print_status(s: &serde_json::Value) {
@@ -769,6 +910,13 @@ fn print_status(s: &serde_json::Value) {
         n(&r["other"])
     );
     println!("tokens issued {}", n(&s["tokens_issued"]));
+    println!(
+        "events current {} (scheduled {}), fault rules {}, faults injected {}",
+        n(&s["events_current"]),
+        n(&s["events_scheduled"]),
+        n(&s["fault_rules"]),
+        n(&s["faults_injected"])
+    );
 }
 
 fn init_logging(format: LogFormat) {

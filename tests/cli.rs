@@ -47,18 +47,25 @@ fn every_subcommand_has_examples_and_the_top_level_exit_codes() {
         assert!(top.contains(code), "exit code {code} not in --help:\n{top}");
     }
     for name in subcommands() {
-        let out = imds_tun(&[&name, "--help"]);
-        assert!(out.status.success(), "{name} --help failed");
-        let help = stdout(&out);
-        let examples = help
-            .split("Examples:\n")
-            .nth(1)
-            .unwrap_or_else(|| panic!("{name} --help has no examples:\n{help}"));
-        assert!(
-            examples.contains(&format!("imds-tun {name}")),
-            "{name}'s examples do not show it:\n{examples}"
-        );
+        help_shows_itself(&[&name]);
     }
+}
+
+/// `imds-tun WORDS --help`, which must have examples that show `imds-tun WORDS`; the help.
+fn help_shows_itself(words: &[&str]) -> String {
+    let name = words.join(" ");
+    let out = imds_tun(&[words, &["--help"]].concat());
+    assert!(out.status.success(), "{name} --help failed");
+    let help = stdout(&out);
+    let examples = help
+        .split("Examples:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{name} --help has no examples:\n{help}"));
+    assert!(
+        examples.contains(&format!("imds-tun {name}")),
+        "{name}'s examples do not show it:\n{examples}"
+    );
+    help
 }
 
 #[test]
@@ -168,4 +175,34 @@ fn status_before_during_and_after_up() {
     assert!(down.status.success());
     let after = status();
     assert_eq!(after.status.code(), Some(3), "{}", stdout(&after));
+}
+
+#[test]
+fn ctl_event_and_fault_have_help_and_refuse_mistakes_without_a_server() {
+    for noun in ["event", "fault"] {
+        let help = help_shows_itself(&["ctl", noun]);
+        assert!(help.contains("Forms:"), "{help}");
+    }
+    let nowhere = "/nonexistent/imds-tun-ctl.sock";
+    let out = imds_tun(&[
+        "ctl", "--socket", nowhere, "event", "aws", "--spot", "explode",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--spot `explode`: expected one of"), "{err}");
+    let out = imds_tun(&["ctl", "--socket", nowhere, "fault", "add", "/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exactly one of --status"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = imds_tun(&["ctl", "--socket", nowhere, "event", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no server: a failure, not usage"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }

@@ -127,10 +127,13 @@ fn program(word: &str) -> Option<Program> {
 
 const OPERATORS: [&str; 7] = ["|", ";", "&", ">", "<", "(", ")"];
 
+/// One invocation: the program, its subcommand (imds-tun), its long options and its other
+/// words after the subcommand (where a nested subcommand is: `ctl event`).
+type Invocation = (Program, Option<String>, Vec<String>, Vec<String>);
+
 /// Every invocation in `words` (a program in command position: first, or after an operator,
-/// `sudo`, `exec` or a variable assignment): the program, its subcommand (imds-tun) and its
-/// long options.
-fn invocations(words: &[String]) -> Vec<(Program, Option<String>, Vec<String>)> {
+/// `sudo`, `exec` or a variable assignment).
+fn invocations(words: &[String]) -> Vec<Invocation> {
     let mut out = Vec::new();
     let mut command_position = true;
     let mut i = 0;
@@ -152,6 +155,7 @@ fn invocations(words: &[String]) -> Vec<(Program, Option<String>, Vec<String>)> 
         command_position = false;
         let mut sub = None;
         let mut options = Vec::new();
+        let mut rest = Vec::new();
         while i < words.len() && !OPERATORS.contains(&words[i].as_str()) {
             let w = &words[i];
             if let Some(opt) = w.strip_prefix("--") {
@@ -162,10 +166,12 @@ fn invocations(words: &[String]) -> Vec<(Program, Option<String>, Vec<String>)> 
                 }
             } else if p == Program::ImdsTun && sub.is_none() && !w.starts_with('-') {
                 sub = Some(w.clone());
+            } else if sub.is_some() {
+                rest.push(w.clone());
             }
             i += 1;
         }
-        out.push((p, sub, options));
+        out.push((p, sub, options, rest));
     }
     out
 }
@@ -204,7 +210,8 @@ fn help(p: Program, sub: Option<&str>, cache: &mut HashMap<String, String>) -> S
                     Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("install/install.sh"))
                 }
             };
-            cmd.args(sub).arg("--help");
+            cmd.args(sub.iter().flat_map(|s| s.split(' ')))
+                .arg("--help");
             let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 out.status.success(),
@@ -261,19 +268,31 @@ fn every_command_in_the_readme_exists_with_its_options() {
     let subcommands = help(Program::ImdsTun, None, &mut cache);
     let mut checked = 0;
     for (where_, command) in &all {
-        for (p, sub, options) in invocations(&words(command)) {
+        for (p, sub, options, rest) in invocations(&words(command)) {
             if let Some(s) = &sub {
                 assert!(
                     subcommands.contains(&format!("\n  {s} ")),
                     "{where_}: `{command}`: imds-tun has no subcommand {s}"
                 );
             }
+            // A nested subcommand (`ctl event`) has options of its own; those before it
+            // (`ctl --socket S event ...`) are its parent's.
             let help = help(p, sub.as_deref(), &mut cache);
+            let nested = match &sub {
+                Some(s) if p == Program::ImdsTun => rest
+                    .iter()
+                    .find(|w| help.contains(&format!("\n  {w} ")))
+                    .map(|n| format!("{s} {n}")),
+                _ => None,
+            };
+            let nested_help = nested
+                .as_deref()
+                .map(|n| self::help(p, Some(n), &mut cache));
             for o in &options {
                 assert!(
-                    lists(&help, o),
+                    lists(&help, o) || nested_help.as_deref().is_some_and(|h| lists(h, o)),
                     "{where_}: `{command}`: {o} is not an option of {p:?} {}",
-                    sub.as_deref().unwrap_or("")
+                    nested.as_deref().or(sub.as_deref()).unwrap_or("")
                 );
             }
             checked += 1;
@@ -344,11 +363,19 @@ fn the_checks_see_a_wrong_option() {
         "sudo imds-tun up --no-such-option && imds-tun frobnicate",
     ));
     assert_eq!(inv.len(), 2);
-    let (p, sub, options) = &inv[0];
+    let (p, sub, options, _) = &inv[0];
     assert_eq!(sub.as_deref(), Some("up"));
     assert!(!lists(&help(*p, sub.as_deref(), &mut cache), &options[0]));
     assert!(lists(&help(*p, sub.as_deref(), &mut cache), "--metrics"));
     assert!(!lists(&help(*p, sub.as_deref(), &mut cache), "--metric"));
     let subs = help(Program::ImdsTun, None, &mut cache);
     assert!(!subs.contains("\n  frobnicate "));
+    // A nested subcommand's options are checked against its own help.
+    let inv = invocations(&words("sudo imds-tun ctl event aws --spot terminate"));
+    let (p, sub, options, rest) = &inv[0];
+    assert_eq!((sub.as_deref(), rest[0].as_str()), (Some("ctl"), "event"));
+    assert_eq!(options, &["--spot"]);
+    let nested = help(*p, Some("ctl event"), &mut cache);
+    assert!(lists(&nested, "--spot"));
+    assert!(!lists(&nested, "--spott"));
 }

@@ -46,6 +46,15 @@ impl<'a> RequestContext<'a> {
             callers: self.callers,
         }
     }
+
+    /// The context of the next request of a buffer answered in one go: `wait_over` belongs to
+    /// the first request alone (the one that waited); requests pipelined behind it have their
+    /// own wait ahead of them (a second hanging GET parks with its own limit).
+    pub fn next_request(&mut self) -> RequestContext<'a> {
+        let this = *self;
+        self.wait_over = false;
+        this
+    }
 }
 
 /// The front doors a request can come through. Each is a different service on a real

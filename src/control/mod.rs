@@ -20,7 +20,14 @@
 //!   file watcher, [`crate::reload::watch`], call too); edits that were not persisted are gone
 //!   after it, since the file is the truth.
 //! - `status`: uptime, open connections, parked requests, requests per cloud and tokens
-//!   issued ([`status`]).
+//!   issued, read from the metrics registry ([`status`]), and the live state's counts (current events, fault rules, faults
+//!   injected).
+//! - `event`, `fault`: the live state ([`crate::live`]): schedule, list and cancel events,
+//!   add, list and clear injected faults. The request carries the command line's words, read
+//!   by [`crate::live::command::parse`] (the same commands the configuration becomes); the
+//!   cell is ticked before answering, so a GCE value set by `event gce` is served (and wakes
+//!   hanging GETs) by the time `ctl` returns. These never touch the configuration document:
+//!   a reload keeps what commands added.
 //!
 //! # Adding a command
 //!
@@ -44,7 +51,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -54,7 +61,6 @@ use crate::reload::{self, ReloadError};
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use edit::{Op, Target};
 use protocol::{Request, Response};
-use status::FrontStats;
 
 /// Why the control interface could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +89,6 @@ pub struct Control {
     /// What is served and what the file last held. The lock also serialises edits and
     /// reloads.
     served: Mutex<Served>,
-    fronts: Mutex<Vec<Arc<FrontStats>>>,
 }
 
 /// The configuration behind the served snapshot.
@@ -140,18 +145,12 @@ impl Control {
                 document,
                 file_text,
             }),
-            fronts: Mutex::new(Vec::new()),
         })
     }
 
     /// The configuration file; `None` for the embedded default.
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
-    }
-
-    /// Counts `front`'s requests and connections in `status`.
-    pub fn add_front(&self, front: Arc<FrontStats>) {
-        lock(&self.fronts).push(front);
     }
 
     /// Answers one request.
@@ -176,6 +175,8 @@ impl Control {
                 path,
                 persist,
             } => self.edit(cloud, &path, Op::Delete, persist),
+            Request::Event { args } => self.live("event", &args),
+            Request::Fault { args } => self.live("fault", &args),
             Request::Reload {} => match self.reload("ctl reload") {
                 Ok(()) => Response::ok(Value::String(format!(
                     "reloaded {}",
@@ -187,7 +188,55 @@ impl Control {
                 Err(ReloadError::Invalid(errors)) => Response::invalid("reload", &errors),
                 Err(e) => Response::error(e.to_string()),
             },
-            Request::Status {} => self.status(),
+            Request::Status {} => {
+                let mut status = self.status();
+                if let Some(result) = status.result.as_mut() {
+                    self.live_counts(result);
+                }
+                status
+            }
+        }
+    }
+
+    /// `event ...` and `fault ...`: one command to the live state, at the current time.
+    fn live(&self, noun: &str, args: &[String]) -> Response {
+        let words: Vec<&str> = std::iter::once(noun)
+            .chain(args.iter().map(String::as_str))
+            .collect();
+        let command = match crate::live::command::parse(&words) {
+            Ok(c) => c,
+            Err(e) => return Response::error(format!("{noun}: {e}")),
+        };
+        let now = SystemTime::now();
+        match self.cell.live().apply(command, now) {
+            Ok(result) => {
+                self.cell.tick(now);
+                tracing::info!(
+                    command = noun,
+                    action = args.first().map_or("", String::as_str),
+                    "live command applied"
+                );
+                Response::ok(result)
+            }
+            Err(e) => Response::error(format!("{noun}: {e}")),
+        }
+    }
+
+    /// The live state's counts in `ctl status`.
+    fn live_counts(&self, status: &mut Value) {
+        let live = self.cell.live();
+        let (events, faults) = live.current(SystemTime::now());
+        if let Value::Object(m) = status {
+            m.insert("events_current".into(), events.into());
+            m.insert(
+                "events_scheduled".into(),
+                live.counters.events_scheduled().into(),
+            );
+            m.insert("fault_rules".into(), faults.into());
+            m.insert(
+                "faults_injected".into(),
+                live.counters.faults_injected().into(),
+            );
         }
     }
 
@@ -309,19 +358,14 @@ impl Control {
     }
 
     fn status(&self) -> Response {
-        let (requests, connections, parked) = status::sum(&lock(&self.fronts));
-        let s = status::Status {
-            uptime_secs: self.started.elapsed().as_secs(),
-            mode: self.mode,
-            config: self
-                .file
+        let s = status::Status::read(
+            crate::metrics::global(),
+            self.started.elapsed().as_secs(),
+            self.mode,
+            self.file
                 .as_ref()
                 .map_or(DEFAULT_SOURCE.to_string(), |p| p.display().to_string()),
-            connections_open: connections,
-            requests_parked: parked,
-            requests,
-            tokens_issued: crate::identity::source::tokens_issued(),
-        };
+        );
         Response::ok(serde_json::to_value(s).unwrap_or(Value::Null))
     }
 

@@ -37,6 +37,12 @@ pub enum Request {
         #[serde(default)]
         persist: bool,
     },
+    /// Schedules, lists or cancels a live event: `args` are the words after `event` on the
+    /// command line (`["aws", "--spot", "terminate", "--in", "2m"]`), as
+    /// [`crate::live::command`] reads them.
+    Event { args: Vec<String> },
+    /// Adds, lists or clears injected faults: the words after `fault`.
+    Fault { args: Vec<String> },
     /// Re-reads the configuration file (as SIGHUP).
     Reload {},
     /// Uptime and counters.
@@ -138,10 +144,17 @@ mod tests {
             parse_request(r#"{"command":"status"}"#),
             Ok(Request::Status {})
         );
+        assert_eq!(
+            parse_request(r#"{"command":"event","args":["cancel","spot"]}"#),
+            Ok(Request::Event {
+                args: vec!["cancel".into(), "spot".into()]
+            })
+        );
         for bad in [
             r#"{"command":"explode"}"#,
             r#"{"command":"get","cloud":"oracle","path":"x"}"#,
             r#"{"command":"reload","extra":1}"#,
+            r#"{"command":"fault","args":"list"}"#,
             "not json",
         ] {
             assert!(parse_request(bad).is_err(), "{bad}");

@@ -10,7 +10,9 @@
 //! [`crate::http::Reply::Pending`] parks its connection (see [`crate::pending`]);
 //! [`Engine::handle_wakeup`] answers it when the engine's wake-up eventfd says its ticket is
 //! done, or at its deadline (the error for a token flight, the current value for a hanging
-//! GET), while every other connection is served as usual. A parked request is a ticket in
+//! GET), while every other connection is served as usual. Only the request that waited is
+//! past its wait: requests pipelined behind it are answered as on a first run, and one that
+//! parks gets its own limit ([`RequestContext::next_request`]). A parked request is a ticket in
 //! its connection's state, held from TCP's header and idle timeouts: thousands cost only
 //! their connections. [`driver`] is the thin blocking loop around it
 //! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
@@ -34,7 +36,6 @@ use std::time::SystemTime;
 
 use crate::caller::{CallerLookup, Callers};
 use crate::cloud::{Door, RequestContext};
-use crate::control::status::FrontStats;
 use crate::device::{Device, MAX_PACKET};
 use crate::http::exchange::{respond_all_with, Outgoing};
 use crate::http::DropKind;
@@ -141,8 +142,6 @@ pub struct Engine<D: Device> {
     /// The earliest deadline of the parked requests (kept so that `poll_at` and
     /// `handle_wakeup` cost nothing per loop while thousands of hanging GETs wait).
     parked_until: Option<std::time::Instant>,
-    /// What `ctl status` reads: this thread's own counters (no cache line shared).
-    stats: Arc<FrontStats>,
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
@@ -173,7 +172,6 @@ impl<D: Device> Engine<D> {
             out: Vec::with_capacity(8),
             parked: Vec::new(),
             parked_until: None,
-            stats: Arc::new(FrontStats::default()),
             wakeup: None,
             observer: None,
             answered: Vec::with_capacity(BATCH),
@@ -192,7 +190,13 @@ impl<D: Device> Engine<D> {
     pub fn handle_flushed(&mut self, done: std::time::Instant) {
         if let Some((observer, slot)) = &self.observer {
             observer.finish(&mut self.answered, done);
-            slot.publish(self.tcp.counters(), &self.counters, self.tcp.class_counts());
+            let parked = self.parked.len() as u64;
+            slot.publish(
+                self.tcp.counters(),
+                &self.counters,
+                self.tcp.class_counts(),
+                parked,
+            );
         }
     }
 
@@ -261,11 +265,6 @@ impl<D: Device> Engine<D> {
         self.parked.len()
     }
 
-    /// The counters this engine publishes for `ctl status`.
-    pub fn stats(&self) -> &Arc<FrontStats> {
-        &self.stats
-    }
-
     pub fn counters(&self) -> &EngineCounters {
         &self.counters
     }
@@ -309,11 +308,8 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Writes every pending segment, and publishes the connection and parked counts.
+    /// Writes every pending segment.
     pub fn flush(&mut self, now: std::time::Instant) {
-        let (half_open, established, _) = self.tcp.class_counts();
-        self.stats.set_connections((half_open + established) as u64);
-        self.stats.set_parked(self.parked.len() as u64);
         let t = self.clock.tcp(now);
         let device = &mut self.device;
         let counters = &mut self.counters;
@@ -414,7 +410,7 @@ impl<D: Device> Engine<D> {
             };
             let limits = snapshot.config.server.limits();
             let lookup = self.tcp.app(id).map(|a| &a.caller);
-            let ctx = RequestContext {
+            let mut ctx = RequestContext {
                 now: wall,
                 peer,
                 local,
@@ -422,17 +418,16 @@ impl<D: Device> Engine<D> {
                 callers: lookup.and_then(|l| Callers::new(&snapshot.config.callers, l)),
                 wait_over: rerun.is_some_and(|r| r.over),
             };
-            let stats = &self.stats;
-            let respond = |request: &crate::http::Request<'_>| {
-                stats.counted(request.path, snapshot.respond(request, &ctx))
-            };
+            let door = ctx.door;
+            let respond =
+                |request: &crate::http::Request<'_>| snapshot.respond(request, &ctx.next_request());
             let progress = match &self.observer {
                 Some((observer, _)) => {
                     let arrival = rerun.map_or(now, |r| r.arrival);
                     let mut sink = observer.sink(
                         &mut self.out,
                         &mut self.answered,
-                        ctx.door,
+                        door,
                         peer,
                         (arrival, wall),
                     );

@@ -13,6 +13,7 @@
 
 use std::time::SystemTime;
 
+use super::steps::{phase_between, reach, Phase, Stage, Step};
 use super::Origin;
 
 /// A spot interruption.
@@ -25,11 +26,18 @@ pub struct Spot {
     /// When the notice appears.
     pub notice: SystemTime,
     pub origin: Origin,
+    /// Counted so far ([`super::steps`]).
+    pub seen: Phase,
 }
 
 impl Spot {
     pub fn visible(&self, now: SystemTime) -> bool {
-        self.notice <= now && now < self.time
+        self.phase(now) == Phase::Started
+    }
+
+    /// Started while the notice shows.
+    pub fn phase(&self, now: SystemTime) -> Phase {
+        phase_between(now, self.notice, Some(self.time))
     }
 }
 
@@ -62,6 +70,8 @@ pub struct Maintenance {
     pub not_after: SystemTime,
     pub canceled: bool,
     pub origin: Origin,
+    /// Counted so far ([`super::steps`]).
+    pub seen: Phase,
 }
 
 impl Maintenance {
@@ -82,6 +92,8 @@ pub struct Lifecycle {
     pub state: String,
     pub from: SystemTime,
     pub origin: Origin,
+    /// Counted so far ([`super::steps`]).
+    pub seen: Phase,
 }
 
 /// Everything AWS shows of events.
@@ -91,9 +103,41 @@ pub struct AwsEvents {
     pub maintenance: Vec<Maintenance>,
     /// In the order set; the last whose time has come is current.
     pub lifecycle: Vec<Lifecycle>,
+    /// Steps taken since [`AwsEvents::take_steps`].
+    steps: Vec<Step>,
 }
 
 impl AwsEvents {
+    /// Records the steps every event took by `now` ([`super::steps`]).
+    pub fn advance(&mut self, now: SystemTime) {
+        let steps = &mut self.steps;
+        if let Some(s) = &mut self.spot {
+            let phase = s.phase(now);
+            reach(&mut s.seen, phase, "aws", "spot", steps);
+        }
+        for m in self.maintenance.iter_mut().filter(|m| !m.canceled) {
+            let phase = phase_between(now, m.not_before, Some(m.not_after));
+            reach(&mut m.seen, phase, "aws", "maintenance", steps);
+        }
+        for l in &mut self.lifecycle {
+            let phase = phase_between(now, l.from, None);
+            reach(&mut l.seen, phase, "aws", "lifecycle", steps);
+        }
+    }
+
+    /// The steps events took since last asked.
+    pub fn take_steps(&mut self) -> Vec<Step> {
+        std::mem::take(&mut self.steps)
+    }
+
+    fn cancelled(&mut self, kind: &'static str) {
+        self.steps.push(Step {
+            cloud: "aws",
+            kind,
+            stage: Stage::Cancelled,
+        });
+    }
+
     /// The interruption whose notice shows at `now`.
     pub fn spot_at(&self, now: SystemTime) -> Option<&Spot> {
         self.spot.as_ref().filter(|s| s.visible(now))
@@ -129,7 +173,13 @@ impl AwsEvents {
     /// Cancels the event `id`: a maintenance event id, or `spot`; true if it was there.
     pub fn cancel(&mut self, id: &str, now: SystemTime) -> bool {
         if id == "spot" {
-            return self.spot.take().is_some();
+            let Some(spot) = self.spot.take() else {
+                return false;
+            };
+            if spot.phase(now) != Phase::Gone {
+                self.cancelled("spot");
+            }
+            return true;
         }
         match self
             .maintenance
@@ -138,6 +188,7 @@ impl AwsEvents {
         {
             Some(m) => {
                 m.canceled = true;
+                self.cancelled("maintenance");
                 true
             }
             None => false,
@@ -188,6 +239,7 @@ mod tests {
                 time: at(120),
                 notice: at(10),
                 origin: Origin::Command,
+                seen: Phase::Scheduled,
             }),
             ..Default::default()
         };
@@ -211,6 +263,7 @@ mod tests {
             not_after: at(600),
             canceled: false,
             origin: Origin::Command,
+            seen: Phase::Scheduled,
         };
         let mut e = AwsEvents {
             maintenance: vec![m("instance-event-0"), m("instance-event-1")],
@@ -245,6 +298,7 @@ mod tests {
             state: state.into(),
             from: at(s),
             origin: Origin::Config,
+            seen: Phase::Scheduled,
         };
         let e = AwsEvents {
             lifecycle: vec![l("InService", 0), l("Terminated", 30)],

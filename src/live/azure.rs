@@ -16,15 +16,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::command::AZURE_EVENT_TYPES;
+pub use super::steps::Phase;
+use super::steps::{phase_between, reach, Stage, Step};
 use super::Origin;
-
-/// Where an event is in its lifecycle; ordered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    Scheduled,
-    Started,
-    Gone,
-}
 
 /// One event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,14 +88,22 @@ impl AzureEvent {
     }
 
     fn phase_at(&self, now: SystemTime) -> Phase {
-        if now < self.start() {
-            Phase::Scheduled
-        } else if self.end().is_some_and(|end| now >= end) {
-            Phase::Gone
-        } else {
-            Phase::Started
-        }
+        phase_between(now, self.start(), self.end())
     }
+
+    /// The `type` label ([`kind`]).
+    pub fn kind(&self) -> &'static str {
+        kind(&self.event_type)
+    }
+}
+
+/// The `type` label of an event type: itself (validated to be one of [`AZURE_EVENT_TYPES`]).
+pub fn kind(event_type: &str) -> &'static str {
+    AZURE_EVENT_TYPES
+        .iter()
+        .find(|t| **t == event_type)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// An approval named an event that is not in the document.
@@ -112,6 +115,8 @@ pub struct UnknownEvent(pub String);
 pub struct AzureEvents {
     incarnation: u64,
     events: Vec<AzureEvent>,
+    /// Steps taken since [`AzureEvents::take_steps`] (see [`super::steps`]).
+    steps: Vec<Step>,
 }
 
 impl Default for AzureEvents {
@@ -125,7 +130,13 @@ impl AzureEvents {
         AzureEvents {
             incarnation,
             events: Vec::new(),
+            steps: Vec::new(),
         }
+    }
+
+    /// The steps events took since last asked.
+    pub fn take_steps(&mut self) -> Vec<Step> {
+        std::mem::take(&mut self.steps)
     }
 
     pub fn incarnation(&self) -> u64 {
@@ -142,7 +153,8 @@ impl AzureEvents {
         for e in &mut self.events {
             let phase = e.phase_at(now).max(e.phase);
             self.incarnation += (phase as u64).saturating_sub(e.phase as u64);
-            e.phase = phase;
+            let kind = e.kind();
+            reach(&mut e.phase, phase, "azure", kind, &mut self.steps);
         }
         self.events.retain(|e| e.phase != Phase::Gone);
         self.incarnation != before
@@ -152,7 +164,9 @@ impl AzureEvents {
     /// (an event added while running) or part of the document as configured.
     pub fn insert(&mut self, mut event: AzureEvent, now: SystemTime, counted: bool) {
         self.advance(now);
-        event.phase = event.phase_at(now);
+        let phase = event.phase_at(now);
+        let kind = event.kind();
+        reach(&mut event.phase, phase, "azure", kind, &mut self.steps);
         if event.phase == Phase::Gone {
             return;
         }
@@ -166,7 +180,18 @@ impl AzureEvents {
     pub fn cancel(&mut self, id: &str, now: SystemTime) -> bool {
         self.advance(now);
         let n = self.events.len();
-        self.events.retain(|e| !e.id.eq_ignore_ascii_case(id));
+        let steps = &mut self.steps;
+        self.events.retain(|e| {
+            let keep = !e.id.eq_ignore_ascii_case(id);
+            if !keep {
+                steps.push(Step {
+                    cloud: "azure",
+                    kind: e.kind(),
+                    stage: Stage::Cancelled,
+                });
+            }
+            keep
+        });
         let removed = self.events.len() != n;
         if removed {
             self.incarnation += 1;

@@ -16,15 +16,18 @@
 //! event gce --preempted [--in DUR]
 //! event list
 //! event cancel ID                  (an Azure EventId, an AWS instance-event id, spot, gce)
-//! fault add [--cloud azure|gce|aws] (--path P | --prefix P)
+//! fault add [azure|gce|aws] PATH [--prefix]
 //!           (--status 404|410|429|500|502|503|504 [--retry-after SECS] | --latency DUR
-//!            | --drop reset|close) [--count N] [--for DUR]
+//!            | --drop [reset|close]) [--count N] [--for DUR]
 //! fault list
 //! fault clear [ID]
 //! ```
 //!
 //! WHEN is a time as in the configuration ([`When`]: `+5m`, `5m`, an RFC 1123 or
-//! `2026-01-01T00:00:00Z` time); DUR a duration (`90s`, `5m`, `500ms`).
+//! `2026-01-01T00:00:00Z` time); DUR a duration (`90s`, `5m`, `500ms`). A fault's cloud and
+//! path come first, as in `$.faults` (`cloud`, `path`, `prefix`): without a cloud the rule
+//! matches the path whoever owns it; `--prefix` matches every path under PATH; `--drop` alone
+//! resets the connection.
 //!
 //! Defaults follow Azure's minimum notice per event type [SE] (Freeze and Reboot 15 min,
 //! Redeploy 10 min, Terminate 5 min, Preempt 30 s) and EC2's two-minute spot notice.
@@ -134,7 +137,10 @@ pub fn parse(words: &[&str]) -> Result<Command, String> {
         ["event", ..] => {
             Err("usage: event azure|aws|gce OPTIONS, event list, event cancel ID".into())
         }
-        ["fault", "add", rest @ ..] => fault(&Flags::parse(rest)?),
+        ["fault", "add", rest @ ..] => {
+            let words = rest.iter().take_while(|w| !w.starts_with("--")).count();
+            fault(&rest[..words], &Flags::parse(&rest[words..])?)
+        }
         ["fault", "list"] => Ok(Command::ListFaults),
         ["fault", "clear"] => Ok(Command::ClearFaults(None)),
         ["fault", "clear", id] => id
@@ -152,7 +158,9 @@ struct Flags<'a> {
 }
 
 /// Flags that take no value.
-const SWITCHES: [&str; 1] = ["--preempted"];
+const SWITCHES: [&str; 2] = ["--preempted", "--prefix"];
+/// Flags whose value may be left out (the next word is theirs unless it is a flag).
+const OPTIONAL_VALUE: [&str; 1] = ["--drop"];
 
 impl<'a> Flags<'a> {
     fn parse(words: &[&'a str]) -> Result<Flags<'a>, String> {
@@ -167,6 +175,12 @@ impl<'a> Flags<'a> {
             }
             if SWITCHES.contains(w) {
                 pairs.push((*w, None));
+            } else if OPTIONAL_VALUE.contains(w) {
+                let value = it.clone().next().filter(|v| !v.starts_with("--"));
+                if value.is_some() {
+                    it.next();
+                }
+                pairs.push((*w, value.copied()));
             } else {
                 match it.next() {
                     Some(v) => pairs.push((*w, Some(*v))),
@@ -380,10 +394,9 @@ fn gce(f: &Flags<'_>) -> Result<Command, String> {
     }
 }
 
-fn fault(f: &Flags<'_>) -> Result<Command, String> {
+/// `fault add [CLOUD] PATH OPTIONS`: `words` are those before the first option.
+fn fault(words: &[&str], f: &Flags<'_>) -> Result<Command, String> {
     f.only(&[
-        "--cloud",
-        "--path",
         "--prefix",
         "--status",
         "--retry-after",
@@ -392,15 +405,22 @@ fn fault(f: &Flags<'_>) -> Result<Command, String> {
         "--count",
         "--for",
     ])?;
-    let (path, prefix) = match (f.get("--path"), f.get("--prefix")) {
-        (Some(p), None) => (p, false),
-        (None, Some(p)) => (p, true),
-        _ => return Err("fault add needs exactly one of --path P, --prefix P".into()),
-    };
+    let (cloud, path) =
+        match words {
+            [path] if path.starts_with('/') => (None, *path),
+            [c, path] => (Some(cloud(c)?), *path),
+            _ => return Err(
+                "fault add needs a path, optionally after its cloud: fault add [azure|gce|aws] \
+                 PATH OPTIONS"
+                    .into(),
+            ),
+        };
     if !path.starts_with('/') {
         return Err(format!("`{path}`: expected a path starting with /"));
     }
-    let action = match (f.get("--status"), f.get("--latency"), f.get("--drop")) {
+    let prefix = f.has("--prefix");
+    let drop = f.has("--drop").then(|| f.get("--drop").unwrap_or("reset"));
+    let action = match (f.get("--status"), f.get("--latency"), drop) {
         (Some(s), None, None) => {
             let status = s
                 .parse::<u16>()
@@ -435,7 +455,7 @@ fn fault(f: &Flags<'_>) -> Result<Command, String> {
             })
             .transpose()?;
     Ok(Command::AddFault(FaultSpec {
-        cloud: f.get("--cloud").map(cloud).transpose()?,
+        cloud,
         path: path.to_string(),
         prefix,
         action,
@@ -449,7 +469,7 @@ fn cloud(name: &str) -> Result<Owner, String> {
         "azure" => Ok(Owner::Azure),
         "gce" => Ok(Owner::Gce),
         "aws" => Ok(Owner::Aws),
-        other => Err(format!("--cloud `{other}`: expected azure, gce or aws")),
+        other => Err(format!("`{other}`: expected a cloud (azure, gce or aws)")),
     }
 }
 
@@ -626,7 +646,7 @@ mod tests {
         assert_eq!(ok("event list"), Command::ListEvents);
         assert_eq!(ok("event cancel spot"), Command::CancelEvent("spot".into()));
         assert_eq!(
-            ok("fault add --cloud azure --path /metadata/identity/oauth2/token --status 429 --count 1"),
+            ok("fault add azure /metadata/identity/oauth2/token --status 429 --count 1"),
             Command::AddFault(FaultSpec {
                 cloud: Some(Owner::Azure),
                 path: "/metadata/identity/oauth2/token".into(),
@@ -662,7 +682,7 @@ mod tests {
         };
         assert_eq!(not_before, When::After(Duration::from_secs(30)));
         assert!(matches!(
-            ok("fault add --prefix /computeMetadata/ --drop reset --for 70s"),
+            ok("fault add /computeMetadata/ --prefix --drop reset --for 70s"),
             Command::AddFault(FaultSpec {
                 prefix: true,
                 action: FaultAction::Drop(DropKind::Reset),
@@ -671,7 +691,7 @@ mod tests {
             }) if d == Duration::from_secs(70)
         ));
         assert!(matches!(
-            ok("fault add --path /latest/meta-data/ --latency 500ms"),
+            ok("fault add /latest/meta-data/ --latency 500ms"),
             Command::AddFault(FaultSpec {
                 action: FaultAction::Latency(d),
                 ..
@@ -693,12 +713,16 @@ mod tests {
         assert!(err("event aws --maintenance system-reboot --id x").contains("--id `x`"));
         assert!(err("event gce --maintenance MIGRATE").contains("--maintenance `MIGRATE`"));
         assert!(err("event gce --preempted --duration 5s").contains("`--duration`"));
-        assert!(err("fault add --path x --status 429").contains("starting with /"));
-        assert!(err("fault add --path /x --status 418").contains("--status `418`"));
-        assert!(err("fault add --path /x --status 429 --drop reset").contains("exactly one"));
-        assert!(err("fault add --path /x --drop reset --retry-after 3").contains("with --status"));
-        assert!(err("fault add --path /x --drop rst").contains("--drop `rst`"));
-        assert!(err("fault add --path /x --status 503 --count 0").contains("--count `0`"));
+        assert!(err("fault add gce x --status 429").contains("starting with /"));
+        assert!(err("fault add x --status 429").contains("needs a path"));
+        assert!(err("fault add --status 429").contains("needs a path"));
+        assert!(err("fault add oracle /x --status 429").contains("`oracle`: expected a cloud"));
+        assert!(err("fault add /x --status 418").contains("--status `418`"));
+        assert!(err("fault add /x --status 429 --drop reset").contains("exactly one"));
+        assert!(err("fault add /x --drop --retry-after 3").contains("with --status"));
+        assert!(err("fault add /x --drop rst").contains("--drop `rst`"));
+        assert!(err("fault add /x --status 503 --count 0").contains("--count `0`"));
+        assert!(err("fault add /x --path /y --status 503").contains("`--path` is not an option"));
         assert!(err("fault clear all").contains("fault id"));
         assert!(err("reboot").contains("expected `event"));
     }
@@ -741,7 +765,7 @@ mod tests {
         );
         assert_eq!(
             cmds[4],
-            ok("fault add --path /metadata/identity/oauth2/token --status 429 --count 1")
+            ok("fault add /metadata/identity/oauth2/token --status 429 --count 1")
         );
     }
 }

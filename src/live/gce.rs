@@ -11,6 +11,7 @@
 
 use std::time::SystemTime;
 
+use super::steps::{phase_between, reach, Phase, Stage, Step};
 use super::Origin;
 
 /// One set value.
@@ -20,6 +21,17 @@ pub struct GceMaintenance {
     pub from: SystemTime,
     pub until: Option<SystemTime>,
     pub origin: Origin,
+    /// Counted so far ([`super::steps`]).
+    pub seen: Phase,
+}
+
+/// `preempted` is `TRUE` from `at` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preempted {
+    pub at: SystemTime,
+    pub origin: Origin,
+    /// Counted so far ([`super::steps`]).
+    pub seen: Phase,
 }
 
 /// What the live state changes in the GCE tree; `Default` changes nothing.
@@ -46,7 +58,9 @@ impl GceOverlay {
 pub struct GceEvents {
     /// In the order set; the last one holding at a time wins.
     pub maintenance: Vec<GceMaintenance>,
-    pub preempted: Option<(SystemTime, Origin)>,
+    pub preempted: Option<Preempted>,
+    /// Steps taken since [`GceEvents::take_steps`].
+    steps: Vec<Step>,
 }
 
 impl GceEvents {
@@ -58,25 +72,54 @@ impl GceEvents {
                 .rev()
                 .find(|m| m.from <= now && m.until.is_none_or(|u| now < u))
                 .map(|m| m.value.clone()),
-            preempted: self.preempted.is_some_and(|(t, _)| t <= now),
+            preempted: self.preempted.is_some_and(|p| p.at <= now),
         }
     }
 
-    /// Drops values that are over.
-    pub fn prune(&mut self, now: SystemTime) {
-        self.maintenance.retain(|m| m.until.is_none_or(|u| now < u));
+    /// Records the steps every value took by `now` ([`super::steps`]) and drops values that
+    /// are over.
+    pub fn advance(&mut self, now: SystemTime) {
+        let steps = &mut self.steps;
+        for m in &mut self.maintenance {
+            let phase = phase_between(now, m.from, m.until);
+            reach(&mut m.seen, phase, "gce", "maintenance-event", steps);
+        }
+        if let Some(p) = &mut self.preempted {
+            let phase = phase_between(now, p.at, None);
+            reach(&mut p.seen, phase, "gce", "preempted", steps);
+        }
+        self.maintenance.retain(|m| m.seen != Phase::Gone);
+    }
+
+    /// The steps values took since last asked.
+    pub fn take_steps(&mut self) -> Vec<Step> {
+        std::mem::take(&mut self.steps)
     }
 
     /// Cancels `gce` (every value set): true if there was one.
     pub fn cancel(&mut self) -> bool {
-        let any = !self.maintenance.is_empty() || self.preempted.is_some();
-        *self = GceEvents::default();
+        let kinds = self
+            .maintenance
+            .iter()
+            .map(|_| "maintenance-event")
+            .chain(self.preempted.iter().map(|_| "preempted"));
+        let cancelled: Vec<Step> = kinds
+            .map(|kind| Step {
+                cloud: "gce",
+                kind,
+                stage: Stage::Cancelled,
+            })
+            .collect();
+        let any = !cancelled.is_empty();
+        self.maintenance.clear();
+        self.preempted = None;
+        self.steps.extend(cancelled);
         any
     }
 
     pub fn remove_origin(&mut self, origin: Origin) {
         self.maintenance.retain(|m| m.origin != origin);
-        if self.preempted.is_some_and(|(_, o)| o == origin) {
+        if self.preempted.is_some_and(|p| p.origin == origin) {
             self.preempted = None;
         }
     }
@@ -87,7 +130,7 @@ impl GceEvents {
             .iter()
             .flat_map(|m| std::iter::once(m.from).chain(m.until))
             .filter(|t| *t > now);
-        let preempted = self.preempted.map(|(t, _)| t).filter(|t| *t > now);
+        let preempted = self.preempted.map(|p| p.at).filter(|t| *t > now);
         maintenance.chain(preempted).min()
     }
 }
@@ -109,8 +152,14 @@ mod tests {
                 from: at(10),
                 until: Some(at(70)),
                 origin: Origin::Command,
+                seen: Phase::Scheduled,
             }],
-            preempted: Some((at(100), Origin::Command)),
+            preempted: Some(Preempted {
+                at: at(100),
+                origin: Origin::Command,
+                seen: Phase::Scheduled,
+            }),
+            ..Default::default()
         };
         assert_eq!(g.overlay_at(at(9)), GceOverlay::default());
         assert_eq!(
@@ -120,12 +169,22 @@ mod tests {
         assert_eq!(g.next_change(at(10)), Some(at(70)));
         assert_eq!(g.overlay_at(at(70)), GceOverlay::default());
         assert!(g.overlay_at(at(100)).preempted);
-        g.prune(at(100));
+        g.advance(at(100));
         assert!(g.maintenance.is_empty());
+        let stages: Vec<(&str, Stage)> = g.take_steps().iter().map(|s| (s.kind, s.stage)).collect();
+        assert_eq!(
+            stages,
+            [
+                ("maintenance-event", Stage::Started),
+                ("maintenance-event", Stage::Completed),
+                ("preempted", Stage::Started)
+            ]
+        );
         let mut tree = serde_json::Map::new();
         g.overlay_at(at(100)).apply(&mut tree);
         assert_eq!(tree.get("preempted").and_then(|v| v.as_str()), Some("TRUE"));
         assert!(g.cancel());
+        assert_eq!(g.take_steps().len(), 1, "preempted cancelled");
         assert!(!g.cancel());
     }
 }

@@ -21,28 +21,39 @@
 //!
 //! [`Live::next_change`] says when the state next changes by itself; [`ticker`] sleeps until
 //! then (or until a command changes it) and ticks the cell.
+//!
+//! Commands come from the configuration and from `imds-tun ctl event|fault` ([`command`];
+//! [`Live::apply`] answers with JSON objects `ctl` prints). Every event goes through the same
+//! steps ([`steps`]: scheduled, started, completed or cancelled), recorded where the per-cloud
+//! state learns them and counted once each, with injected faults and approvals, in
+//! [`counted`] (the metrics registry and `ctl status`).
 
 pub mod aws;
 pub mod azure;
 pub mod command;
+pub mod counted;
 pub mod faults;
 pub mod gce;
+pub mod steps;
 pub mod ticker;
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cloud::aws::timestamp::{format_utc, http_date};
+use serde_json::{json, Map, Value};
+
+use crate::cloud::aws::timestamp::format_utc;
 use crate::cloud::Owner;
 use crate::config::Config;
 use crate::http::Prebuilt;
 
 use self::azure::{AzureEvent, AzureEvents, UnknownEvent};
 use self::command::{Command, EventSpec, FaultSpec, MaintenanceEnd};
+pub use self::counted::LiveCounters;
 use self::faults::{Fault, FaultAction, Faults};
-use self::gce::{GceMaintenance, GceOverlay};
+use self::gce::{GceMaintenance, GceOverlay, Preempted};
+use self::steps::{Phase, Stage, Step};
 
 /// Who put something in the live state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,17 +62,6 @@ pub enum Origin {
     Config,
     /// A `ctl` command: kept across reloads.
     Command,
-}
-
-/// What the live state did, for metrics.
-#[derive(Debug, Default)]
-pub struct LiveCounters {
-    /// Requests answered by a fault rule.
-    pub faults_injected: AtomicU64,
-    /// Scheduled events approved by `POST` (each id counts).
-    pub approvals: AtomicU64,
-    /// Events scheduled (configured or by command).
-    pub events_scheduled: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -129,8 +129,19 @@ impl Live {
             }
         }
         s.azure.advance(now);
-        s.gce.prune(now);
+        s.aws.advance(now);
+        s.gce.advance(now);
+        self.count_steps(&mut s);
         s
+    }
+
+    /// Counts the steps events took in the last operation on `s`.
+    fn count_steps(&self, s: &mut State) {
+        for steps in [s.azure.take_steps(), s.aws.take_steps(), s.gce.take_steps()] {
+            if !steps.is_empty() {
+                self.counters.steps(&steps);
+            }
+        }
     }
 
     /// Applies the configured state now, if not done yet (the cell calls it at creation and
@@ -187,10 +198,9 @@ impl Live {
         let before = s.azure.incarnation();
         s.azure.approve(ids, now)?;
         let changed = s.azure.incarnation() != before;
+        self.count_steps(&mut s);
         drop(s);
-        self.counters
-            .approvals
-            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        self.counters.approvals(ids.len() as u64);
         if changed {
             self.changed();
         }
@@ -218,10 +228,8 @@ impl Live {
         self.faults_on
             .store(!s.faults.is_empty(), Ordering::Release);
         drop(s);
-        if action.is_some() {
-            self.counters
-                .faults_injected
-                .fetch_add(1, Ordering::Relaxed);
+        if let Some(action) = &action {
+            self.counters.fault(owner, action);
         }
         action
     }
@@ -235,11 +243,15 @@ impl Live {
         self.at(now).faults.peek(owner, path, now)
     }
 
-    /// Carries out a command at `now` and says what was done (the text `ctl` prints).
-    pub fn apply(&self, command: Command, now: SystemTime) -> Result<String, String> {
+    /// Carries out a command at `now` and says what was done, as `ctl` shows it: the event
+    /// or fault rule added (one object), the list asked for (an array of them),
+    /// `{"cancelled": ID}` or `{"cleared": N}`. Each object has an `id` (what `event cancel`
+    /// and `fault clear` take), then its fields; times are RFC 3339 UTC.
+    pub fn apply(&self, command: Command, now: SystemTime) -> Result<Value, String> {
         let mut s = self.at(now);
         let mutates = !matches!(command, Command::ListEvents | Command::ListFaults);
         let result = self.apply_locked(&mut s, command, now, Origin::Command);
+        self.count_steps(&mut s);
         drop(s);
         if mutates && result.is_ok() {
             self.changed();
@@ -253,12 +265,10 @@ impl Live {
         command: Command,
         now: SystemTime,
         origin: Origin,
-    ) -> Result<String, String> {
+    ) -> Result<Value, String> {
         match command {
             Command::Event(spec) => {
-                self.counters
-                    .events_scheduled
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.steps(&[scheduled_step(&spec)]);
                 Ok(schedule(s, spec, now, origin))
             }
             Command::CancelEvent(id) => {
@@ -268,31 +278,45 @@ impl Live {
                     s.azure.cancel(&id, now) || s.aws.cancel(&id, now)
                 };
                 if done {
-                    Ok(format!("cancelled {id}\n"))
+                    Ok(json!({ "cancelled": id }))
                 } else {
                     Err(format!("no current event `{id}` (see event list)"))
                 }
             }
-            Command::ListEvents => Ok(list_events(s, now)),
+            Command::ListEvents => Ok(Value::Array(list_events(s, now))),
             Command::AddFault(spec) => {
                 let id = s.faults.add(fault(spec, now, origin));
                 self.faults_on.store(true, Ordering::Release);
-                Ok(format!("fault {id} added\n"))
+                let added = s.faults.rules().iter().find(|r| r.id == id);
+                Ok(added.map_or(Value::Null, fault_value))
             }
-            Command::ListFaults => Ok(list_faults(&s.faults)),
+            Command::ListFaults => Ok(Value::Array(
+                s.faults.rules().iter().map(fault_value).collect(),
+            )),
             Command::ClearFaults(id) => {
                 let n = s.faults.clear(id);
                 self.faults_on
                     .store(!s.faults.is_empty(), Ordering::Release);
                 match (id, n) {
                     (Some(id), 0) => Err(format!("no fault {id} (see fault list)")),
-                    _ => Ok(format!(
-                        "{n} fault{} cleared\n",
-                        if n == 1 { "" } else { "s" }
-                    )),
+                    _ => Ok(json!({ "cleared": n })),
                 }
             }
         }
+    }
+
+    /// How many events are current (not gone, not cancelled) and how many fault rules stand,
+    /// at `now` (`ctl status`).
+    pub fn current(&self, now: SystemTime) -> (usize, usize) {
+        let s = self.at(now);
+        let aws = s.aws.spot.iter().filter(|x| x.seen != Phase::Gone).count()
+            + s.aws
+                .maintenance
+                .iter()
+                .filter(|m| !m.canceled && m.seen != Phase::Gone)
+                .count();
+        let gce = s.gce.maintenance.len() + s.gce.preempted.iter().count();
+        (s.azure.events().len() + aws + gce, s.faults.rules().len())
     }
 
     /// When the state next changes by itself (an event starts or ends, a notice appears, a
@@ -391,8 +415,25 @@ fn azure_description(event_type: &str) -> &'static str {
     }
 }
 
-/// Schedules an event; returns what `ctl` prints.
-fn schedule(s: &mut State, spec: EventSpec, now: SystemTime, origin: Origin) -> String {
+/// The step an event takes when scheduled.
+fn scheduled_step(spec: &EventSpec) -> Step {
+    let (cloud, kind) = match spec {
+        EventSpec::Azure { event_type, .. } => ("azure", azure::kind(event_type)),
+        EventSpec::Spot { .. } => ("aws", "spot"),
+        EventSpec::Maintenance { .. } => ("aws", "maintenance"),
+        EventSpec::Lifecycle { .. } => ("aws", "lifecycle"),
+        EventSpec::GceMaintenance { .. } => ("gce", "maintenance-event"),
+        EventSpec::GcePreempted { .. } => ("gce", "preempted"),
+    };
+    Step {
+        cloud,
+        kind,
+        stage: Stage::Scheduled,
+    }
+}
+
+/// Schedules an event; returns it as `event list` shows it.
+fn schedule(s: &mut State, spec: EventSpec, now: SystemTime, origin: Origin) -> Value {
     let counted = origin == Origin::Command;
     match spec {
         EventSpec::Azure {
@@ -426,22 +467,33 @@ fn schedule(s: &mut State, spec: EventSpec, now: SystemTime, origin: Origin) -> 
             if started {
                 event.approved = Some(now);
             }
+            // An event already over when added is not inserted: show it as such.
+            let mut over = azure_value(&event);
+            over["status"] = Stage::Completed.label().into();
             s.azure.insert(event, now, counted);
-            format!("azure event {id}\n")
+            s.azure
+                .events()
+                .iter()
+                .find(|e| e.id == id)
+                .map_or(over, azure_value)
         }
         EventSpec::Spot {
             action,
             time,
             notice,
         } => {
-            let time = time.resolve(now);
-            s.aws.spot = Some(aws::Spot {
-                action: action.clone(),
-                time,
+            // A new interruption replaces the one pending.
+            s.aws.cancel("spot", now);
+            let spot = aws::Spot {
+                action,
+                time: time.resolve(now),
                 notice: notice.resolve(now),
                 origin,
-            });
-            format!("aws spot {action} at {}\n", format_utc(secs(time)))
+                seen: Phase::Scheduled,
+            };
+            let shown = spot_value(&spot, now);
+            s.aws.spot = Some(spot);
+            shown
         }
         EventSpec::Maintenance {
             id,
@@ -467,24 +519,30 @@ fn schedule(s: &mut State, spec: EventSpec, now: SystemTime, origin: Origin) -> 
                 }
                 _ => "scheduled maintenance".into(),
             });
-            s.aws.maintenance.push(aws::Maintenance {
-                id: id.clone(),
+            let m = aws::Maintenance {
+                id,
                 code,
                 description,
                 not_before,
                 not_after,
                 canceled: false,
                 origin,
-            });
-            format!("aws maintenance {id}\n")
+                seen: Phase::Scheduled,
+            };
+            let shown = maintenance_value(&m, now);
+            s.aws.maintenance.push(m);
+            shown
         }
         EventSpec::Lifecycle { state, at } => {
-            s.aws.lifecycle.push(aws::Lifecycle {
-                state: state.clone(),
+            let l = aws::Lifecycle {
+                state,
                 from: at.resolve(now),
                 origin,
-            });
-            format!("aws lifecycle {state}\n")
+                seen: Phase::Scheduled,
+            };
+            let shown = lifecycle_value(&l, now);
+            s.aws.lifecycle.push(l);
+            shown
         }
         EventSpec::GceMaintenance {
             value,
@@ -492,17 +550,25 @@ fn schedule(s: &mut State, spec: EventSpec, now: SystemTime, origin: Origin) -> 
             duration,
         } => {
             let from = at.resolve(now);
-            s.gce.maintenance.push(GceMaintenance {
-                value: value.clone(),
+            let m = GceMaintenance {
+                value,
                 from,
                 until: duration.map(|d| from + d),
                 origin,
-            });
-            format!("gce maintenance-event {value}\n")
+                seen: Phase::Scheduled,
+            };
+            let shown = gce_maintenance_value(&m, now);
+            s.gce.maintenance.push(m);
+            shown
         }
         EventSpec::GcePreempted { at } => {
-            s.gce.preempted = Some((at.resolve(now), origin));
-            "gce preempted\n".into()
+            let p = Preempted {
+                at: at.resolve(now),
+                origin,
+                seen: Phase::Scheduled,
+            };
+            s.gce.preempted = Some(p);
+            preempted_value(&p, now)
         }
     }
 }
@@ -521,91 +587,162 @@ fn fault(spec: FaultSpec, now: SystemTime, origin: Origin) -> Fault {
     }
 }
 
-/// `event list`: one line per event, the id first.
-fn list_events(s: &State, now: SystemTime) -> String {
-    let mut out = String::new();
-    for e in s.azure.events() {
-        let _ = writeln!(
-            out,
-            "{} azure {} {:?} notBefore={} duration={}",
-            e.id,
-            e.event_type,
-            e.phase(),
-            http_date(secs(e.start())),
-            e.duration_secs
-        );
+fn utc(t: SystemTime) -> Value {
+    format_utc(secs(t)).into()
+}
+
+/// One event as `ctl` shows it: `id`, `cloud`, `type`, `status`, then its own fields.
+fn event_value(
+    id: &str,
+    cloud: &str,
+    kind: &str,
+    phase: Phase,
+    fields: impl IntoIterator<Item = (&'static str, Value)>,
+) -> Value {
+    let stage = match phase {
+        Phase::Scheduled => Stage::Scheduled,
+        Phase::Started => Stage::Started,
+        Phase::Gone => Stage::Completed,
+    };
+    let mut m = Map::new();
+    m.insert("id".into(), id.into());
+    m.insert("cloud".into(), cloud.into());
+    m.insert("type".into(), kind.into());
+    m.insert("status".into(), stage.label().into());
+    m.extend(fields.into_iter().map(|(k, v)| (k.to_string(), v)));
+    Value::Object(m)
+}
+
+fn azure_value(e: &AzureEvent) -> Value {
+    event_value(
+        &e.id,
+        "azure",
+        &e.event_type,
+        e.phase(),
+        [
+            ("notBefore", utc(e.start())),
+            ("duration", e.duration_secs.into()),
+            ("resources", e.resources.join(",").into()),
+        ],
+    )
+}
+
+fn spot_value(spot: &aws::Spot, now: SystemTime) -> Value {
+    event_value(
+        "spot",
+        "aws",
+        "spot",
+        spot.phase(now),
+        [
+            ("action", spot.action.as_str().into()),
+            ("notice", utc(spot.notice)),
+            ("time", utc(spot.time)),
+        ],
+    )
+}
+
+fn maintenance_value(m: &aws::Maintenance, now: SystemTime) -> Value {
+    let mut v = event_value(
+        &m.id,
+        "aws",
+        "maintenance",
+        steps::phase_between(now, m.not_before, Some(m.not_after)),
+        [
+            ("code", m.code.as_str().into()),
+            ("notBefore", utc(m.not_before)),
+            ("notAfter", utc(m.not_after)),
+        ],
+    );
+    if m.canceled {
+        v["status"] = Stage::Cancelled.label().into();
     }
-    if let Some(spot) = &s.aws.spot {
-        let _ = writeln!(
-            out,
-            "spot aws {} time={} notice={}{}",
-            spot.action,
-            format_utc(secs(spot.time)),
-            format_utc(secs(spot.notice)),
-            if spot.visible(now) { " (showing)" } else { "" }
-        );
-    }
-    for m in &s.aws.maintenance {
-        let _ = writeln!(
-            out,
-            "{} aws {} {} notBefore={} notAfter={}",
-            m.id,
-            m.code,
-            m.state(now).as_str(),
-            format_utc(secs(m.not_before)),
-            format_utc(secs(m.not_after))
-        );
-    }
-    if let Some(state) = s.aws.lifecycle_at(now) {
-        let _ = writeln!(out, "lifecycle aws target-lifecycle-state={state}");
-    }
-    let overlay = s.gce.overlay_at(now);
-    if !s.gce.maintenance.is_empty() || s.gce.preempted.is_some() {
-        let _ = writeln!(
-            out,
-            "gce gce maintenance-event={} preempted={}",
-            overlay
-                .maintenance_event
-                .as_deref()
-                .unwrap_or("(configured)"),
-            if overlay.preempted {
-                "TRUE"
-            } else {
-                "(configured)"
-            }
-        );
-    }
+    v
+}
+
+fn lifecycle_value(l: &aws::Lifecycle, now: SystemTime) -> Value {
+    event_value(
+        "lifecycle",
+        "aws",
+        "lifecycle",
+        steps::phase_between(now, l.from, None),
+        [("state", l.state.as_str().into()), ("at", utc(l.from))],
+    )
+}
+
+fn gce_maintenance_value(m: &GceMaintenance, now: SystemTime) -> Value {
+    let mut fields = vec![("value", m.value.as_str().into()), ("at", utc(m.from))];
+    fields.extend(m.until.map(|u| ("until", utc(u))));
+    event_value(
+        "gce",
+        "gce",
+        "maintenance-event",
+        steps::phase_between(now, m.from, m.until),
+        fields,
+    )
+}
+
+fn preempted_value(p: &Preempted, now: SystemTime) -> Value {
+    event_value(
+        "gce",
+        "gce",
+        "preempted",
+        steps::phase_between(now, p.at, None),
+        [("at", utc(p.at))],
+    )
+}
+
+/// `event list`: every event, Azure's, then AWS's (spot, maintenance with its history,
+/// lifecycle values), then GCE's.
+fn list_events(s: &State, now: SystemTime) -> Vec<Value> {
+    let mut out: Vec<Value> = s.azure.events().iter().map(azure_value).collect();
+    out.extend(s.aws.spot.iter().map(|x| spot_value(x, now)));
+    out.extend(s.aws.maintenance.iter().map(|m| maintenance_value(m, now)));
+    out.extend(s.aws.lifecycle.iter().map(|l| lifecycle_value(l, now)));
+    out.extend(
+        s.gce
+            .maintenance
+            .iter()
+            .map(|m| gce_maintenance_value(m, now)),
+    );
+    out.extend(s.gce.preempted.iter().map(|p| preempted_value(p, now)));
     out
 }
 
-/// `fault list`: one line per rule.
-fn list_faults(f: &Faults) -> String {
-    let mut out = String::new();
-    for r in f.rules() {
-        let what = match r.action {
-            FaultAction::Status {
-                status,
-                retry_after: Some(ra),
-            } => format!("status {status} retry-after {ra}"),
-            FaultAction::Status { status, .. } => format!("status {status}"),
-            FaultAction::Latency(d) => format!("latency {}ms", d.as_millis()),
-            FaultAction::Drop(k) => format!("drop {k:?}").to_lowercase(),
-        };
-        let _ = writeln!(
-            out,
-            "{} {}{} {}{}{} hits={}",
-            r.id,
-            r.cloud
-                .map_or(String::new(), |c| format!("{c:?} ").to_lowercase()),
-            if r.prefix { "prefix" } else { "path" },
-            r.path,
-            format_args!(" {what}"),
-            r.remaining
-                .map_or(String::new(), |n| format!(" remaining={n}")),
-            r.hits
-        );
+/// One fault rule as `ctl` shows it.
+fn fault_value(r: &Fault) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), r.id.into());
+    let cloud = r.cloud.map_or("any", counted::owner_label);
+    m.insert("cloud".into(), cloud.into());
+    m.insert(
+        (if r.prefix { "prefix" } else { "path" }).into(),
+        r.path.as_str().into(),
+    );
+    match r.action {
+        FaultAction::Status {
+            status,
+            retry_after,
+        } => {
+            m.insert("status".into(), status.into());
+            if let Some(ra) = retry_after {
+                m.insert("retryAfter".into(), ra.into());
+            }
+        }
+        FaultAction::Latency(d) => {
+            m.insert("latency".into(), format!("{}ms", d.as_millis()).into());
+        }
+        FaultAction::Drop(k) => {
+            m.insert("drop".into(), format!("{k:?}").to_lowercase().into());
+        }
     }
-    out
+    if let Some(n) = r.remaining {
+        m.insert("remaining".into(), n.into());
+    }
+    if let Some(u) = r.until {
+        m.insert("until".into(), utc(u));
+    }
+    m.insert("hits".into(), r.hits.into());
+    Value::Object(m)
 }
 
 #[cfg(test)]

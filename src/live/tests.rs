@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde_json::json;
+
 use super::command::{parse, Command};
 use super::faults::FaultAction;
 use super::Live;
@@ -90,12 +92,7 @@ fn approval_by_id_starts_the_event() {
     let doc = azure(&live, at(2), &mut r);
     assert_eq!(doc["Events"][0]["EventStatus"], "Started");
     assert_eq!(doc["Events"][0]["NotBefore"], "");
-    assert_eq!(
-        live.counters
-            .approvals
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(live.counters.approved(), 1);
 }
 
 #[test]
@@ -141,7 +138,7 @@ fn faults_cost_one_load_when_none_and_end_after_their_count() {
     assert!(!live.faults_on.load(std::sync::atomic::Ordering::Relaxed));
     assert_eq!(live.fault(Owner::Azure, "/metadata/instance", at(0)), None);
     live.apply(
-        cmd("fault add --path /metadata/identity/oauth2/token --status 429 --count 2"),
+        cmd("fault add /metadata/identity/oauth2/token --status 429 --count 2"),
         at(0),
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -159,12 +156,7 @@ fn faults_cost_one_load_when_none_and_end_after_their_count() {
     }
     assert_eq!(live.fault(Owner::Azure, token, at(0)), None);
     assert!(!live.faults_on.load(std::sync::atomic::Ordering::Relaxed));
-    assert_eq!(
-        live.counters
-            .faults_injected
-            .load(std::sync::atomic::Ordering::Relaxed),
-        2
-    );
+    assert_eq!(live.counters.faults_injected(), 2);
 }
 
 #[test]
@@ -180,19 +172,28 @@ fn ctl_lists_and_cancels() {
     )
     .is_ok());
     assert!(say(
-        "fault add --cloud gce --prefix /computeMetadata/ --latency 200ms --for 10s",
+        "fault add gce /computeMetadata/ --prefix --latency 200ms --for 10s",
         0
     )
     .is_ok());
     let events = say("event list", 1).unwrap_or_default();
     assert_eq!(
         events,
-        "spot aws terminate time=2026-01-01T00:02:00Z notice=2026-01-01T00:00:00Z (showing)\n\
-         gce gce maintenance-event=MIGRATE_ON_HOST_MAINTENANCE preempted=(configured)\n"
+        json!([
+            {"id": "spot", "cloud": "aws", "type": "spot", "status": "started",
+             "action": "terminate", "notice": "2026-01-01T00:00:00Z",
+             "time": "2026-01-01T00:02:00Z"},
+            {"id": "gce", "cloud": "gce", "type": "maintenance-event", "status": "started",
+             "value": "MIGRATE_ON_HOST_MAINTENANCE", "at": "2026-01-01T00:00:00Z",
+             "until": "2026-01-01T00:01:00Z"}
+        ])
     );
     assert_eq!(
-        say("fault list", 1).as_deref(),
-        Ok("1 gce prefix /computeMetadata/ latency 200ms hits=0\n")
+        say("fault list", 1),
+        Ok(
+            json!([{"id": 1, "cloud": "gce", "prefix": "/computeMetadata/",
+                   "latency": "200ms", "until": "2026-01-01T00:00:10Z", "hits": 0}])
+        )
     );
     assert_eq!(
         live.next_change(at(1)),
@@ -200,17 +201,17 @@ fn ctl_lists_and_cancels() {
         "the fault ends first"
     );
     assert_eq!(
-        say("event cancel spot", 2).as_deref(),
-        Ok("cancelled spot\n")
+        say("event cancel spot", 2),
+        Ok(json!({"cancelled": "spot"}))
     );
     assert!(say("event cancel spot", 2).is_err());
-    assert_eq!(say("event cancel gce", 2).as_deref(), Ok("cancelled gce\n"));
+    assert_eq!(say("event cancel gce", 2), Ok(json!({"cancelled": "gce"})));
     assert_eq!(
         say("fault clear 7", 2),
         Err("no fault 7 (see fault list)".into())
     );
-    assert_eq!(say("fault clear", 2).as_deref(), Ok("1 fault cleared\n"));
-    assert_eq!(say("event list", 3).as_deref(), Ok(""));
+    assert_eq!(say("fault clear", 2), Ok(json!({"cleared": 1})));
+    assert_eq!(say("event list", 3), Ok(json!([])));
 }
 
 #[test]
@@ -231,4 +232,56 @@ fn commands_wake_whoever_waits_for_a_change() {
         woke,
         "timed out"
     );
+}
+
+#[test]
+fn event_steps_reach_the_metrics_registry() {
+    // Terminate events and lifecycle values are used by no other test here, so the global
+    // series move only by this test.
+    let count = |cloud: &str, kind: &str, stage: &str| {
+        crate::metrics::global()
+            .counter(
+                "imds_tun_events_total",
+                "",
+                &[("cloud", cloud), ("type", kind), ("stage", stage)],
+            )
+            .get()
+    };
+    let terminate = |stage| count("azure", "Terminate", stage);
+    let before = ["scheduled", "started", "completed", "cancelled"].map(terminate);
+    let live = Live::new(&config(
+        r#"{"azure": {"enabled": true}, "aws": {"enabled": true}}"#,
+    ));
+    let say = |line: &str, s| live.apply(cmd(line), at(s));
+    let first = say(
+        "event azure --type Terminate --not-before +10s --duration 5",
+        0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first["status"], "scheduled");
+    let second =
+        say("event azure --type Terminate --not-before +60s", 0).unwrap_or_else(|e| panic!("{e}"));
+    live.settle(at(9));
+    live.settle(at(10));
+    live.settle(at(12));
+    live.settle(at(20));
+    let id = second["id"].as_str().unwrap_or_default().to_string();
+    assert!(say(&format!("event cancel {id}"), 21).is_ok());
+    let after = ["scheduled", "started", "completed", "cancelled"].map(terminate);
+    let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        delta,
+        [2, 1, 1, 1],
+        "scheduled, started, completed, cancelled"
+    );
+
+    let lifecycle = |stage| count("aws", "lifecycle", stage);
+    let before = ["scheduled", "started"].map(lifecycle);
+    assert!(say("event aws --lifecycle Terminated --in 5s", 30).is_ok());
+    // Started and seen by nobody until long after: counted once, when first looked at.
+    live.settle(at(100));
+    live.settle(at(101));
+    let after = ["scheduled", "started"].map(lifecycle);
+    assert_eq!([after[0] - before[0], after[1] - before[1]], [1, 1]);
+    assert_eq!(live.current(at(101)), (0, 0), "no current event or fault");
 }
