@@ -156,6 +156,9 @@ async fn connection(
         for o in out.drain(..) {
             stream.write_all(&o.bytes).await?;
         }
+        // Stopped at the output bound: the rest of the buffer's requests are answered once
+        // these responses are written (write_all waits for a client that does not read).
+        rerun = progress.more;
         buf.drain(..progress.consumed);
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,

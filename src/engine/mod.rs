@@ -14,7 +14,9 @@
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
 //! lookup and one device write of header + snapshot slice; nothing on that path allocates or
 //! copies the response. A malformed packet costs only itself (counted); a bad request costs
-//! only its connection.
+//! only its connection. A connection holds less than twice
+//! [`crate::http::exchange::MAX_OUTPUT`] of unacknowledged responses (plus one response):
+//! further pipelined requests wait, unread, in its receive buffer until the client reads.
 
 pub mod driver;
 pub mod eventfd;
@@ -27,7 +29,7 @@ use std::time::SystemTime;
 
 use crate::cloud::{Door, RequestContext};
 use crate::device::{Device, MAX_PACKET};
-use crate::http::exchange::{respond_all, Outgoing};
+use crate::http::exchange::{respond_all, Outgoing, MAX_OUTPUT};
 use crate::pending::{Ticket, Wake, PARK_LIMIT};
 use crate::snapshot::SnapshotCell;
 use crate::tcp::{ConnId, ConnTable, TcpConfig};
@@ -65,6 +67,10 @@ pub struct Exchange {
     /// The first unanswered request waits on this ticket until the deadline; it and the
     /// bytes after it stay in the receive buffer.
     parked: Option<(Ticket, std::time::Instant)>,
+    /// Requests wait in the receive buffer because [`MAX_OUTPUT`] of responses are queued and
+    /// unacknowledged (a client pipelining without reading): answered again once the send
+    /// queue drains below it.
+    backlogged: bool,
 }
 
 /// A monotonic clock origin, so TCP's microsecond [`crate::tcp::Instant`] can be derived from
@@ -104,6 +110,8 @@ pub struct Engine<D: Device> {
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
+    /// Connections with requests held back by the output bound (see [`Exchange`]).
+    backlogged: Vec<ConnId>,
 }
 
 impl<D: Device> Engine<D> {
@@ -126,6 +134,7 @@ impl<D: Device> Engine<D> {
             out: Vec::with_capacity(8),
             parked: Vec::new(),
             wakeup: None,
+            backlogged: Vec::new(),
         }
     }
 
@@ -198,7 +207,38 @@ impl<D: Device> Engine<D> {
             self.counters.packets_in += 1;
             self.handle_packet(now, wall, len);
         }
+        if !self.backlogged.is_empty() {
+            self.handle_backlog(now, wall);
+        }
         Ok(read)
+    }
+
+    /// Answers again the connections whose held-back requests now fit under the output bound
+    /// (their client acknowledged enough of the responses).
+    fn handle_backlog(&mut self, now: std::time::Instant, wall: SystemTime) {
+        let backlogged = std::mem::take(&mut self.backlogged);
+        for id in backlogged {
+            let drained = self.tcp.send_queued(id) < MAX_OUTPUT;
+            let Some(app) = self.tcp.app_mut(id) else {
+                continue; // the connection is gone
+            };
+            if drained {
+                app.backlogged = false;
+                self.answer(id, now, wall);
+            } else {
+                self.backlogged.push(id);
+            }
+        }
+    }
+
+    /// Holds `id`'s buffered requests until its send queue drains below [`MAX_OUTPUT`].
+    fn backlog(&mut self, id: ConnId) {
+        if let Some(app) = self.tcp.app_mut(id) {
+            if !app.backlogged {
+                app.backlogged = true;
+                self.backlogged.push(id);
+            }
+        }
     }
 
     /// Runs TCP timers that are due.
@@ -285,7 +325,11 @@ impl<D: Device> Engine<D> {
         let Some((local, peer)) = self.tcp.endpoints(id) else {
             return;
         };
-        if self.tcp.app(id).is_some_and(|a| a.parked.is_some()) {
+        if self
+            .tcp
+            .app(id)
+            .is_some_and(|a| a.parked.is_some() || a.backlogged)
+        {
             return;
         }
         let closing = self.tcp.app(id).is_some_and(|a| a.closing);
@@ -296,6 +340,13 @@ impl<D: Device> Engine<D> {
             self.tcp.consume(id, n);
             return;
         }
+        if !data.is_empty() && self.tcp.send_queued(id) >= MAX_OUTPUT {
+            // Bounded output: the requests wait in the receive buffer (whose window closes)
+            // until the client reads what it was sent.
+            self.backlog(id);
+            return;
+        }
+        let data = self.tcp.recv_data(id);
         if !data.is_empty() {
             let snapshot = self.cell.load();
             let limits = snapshot.config.server.limits();
@@ -325,6 +376,12 @@ impl<D: Device> Engine<D> {
             if let Some(ticket) = progress.pending {
                 self.park(id, ticket, now);
                 // The parked request is complete: a FIN after it does not end the exchange.
+                return;
+            }
+            if progress.more {
+                // Answered up to the output bound; a FIN after the held-back requests does
+                // not end the exchange either.
+                self.backlog(id);
                 return;
             }
         }

@@ -7,6 +7,13 @@
 //! [`Reply::Pending`] stops the loop: it is not consumed, [`Progress::pending`] holds its
 //! ticket, and the caller calls again when the ticket is done. A parse error produces one error
 //! response and `close`; what was answered before it stays answered.
+//!
+//! Bounded output: one call stops answering once its responses reach [`MAX_OUTPUT`] bytes
+//! ([`Progress::more`]); the caller writes them and calls again only when its own send queue
+//! has drained below that. A client that pipelines requests without reading the answers thus
+//! makes the server hold less than 2 x [`MAX_OUTPUT`] of responses (plus one response) per
+//! connection; the unread requests stay in the receive buffer, which closes the client's
+//! window (our TCP) or fills its socket buffer (`serve`).
 
 use bytes::Bytes;
 
@@ -17,6 +24,10 @@ use crate::cloud::RequestContext;
 use crate::pending::Ticket;
 use crate::snapshot::Snapshot;
 use crate::wire::checksum::PartialSum;
+
+/// The response bytes one call of [`respond_all`] produces before it stops (the last
+/// response may cross it), and the send-queue level below which a front door calls again.
+pub const MAX_OUTPUT: usize = 128 * 1024;
 
 /// One response, ready for the transport.
 #[derive(Debug)]
@@ -51,6 +62,9 @@ pub struct Progress {
     /// The first unanswered request waits on this ticket: it and everything after it stay in
     /// the buffer (not consumed) until the front door re-runs them.
     pub pending: Option<Ticket>,
+    /// Answering stopped at [`MAX_OUTPUT`] with complete requests possibly left in the buffer:
+    /// call again once the responses are written (or queued below [`MAX_OUTPUT`]).
+    pub more: bool,
 }
 
 /// Answers every complete request at the start of `buf` from `snapshot`.
@@ -77,8 +91,17 @@ pub fn respond_all_with<'s>(
         answered: 0,
         close: false,
         pending: None,
+        more: false,
+    };
+    let sink = &mut CountingSink {
+        inner: sink,
+        bytes: 0,
     };
     while progress.consumed < buf.len() {
+        if sink.bytes >= MAX_OUTPUT {
+            progress.more = true;
+            break;
+        }
         let mut headers = header_array();
         match parse_request(&buf[progress.consumed..], &mut headers, limits) {
             Ok(Parsed::Partial) => break,
@@ -123,6 +146,19 @@ pub fn error_response(e: HttpError) -> Response {
     Response::new(e.status())
         .header("Content-Type", "text/plain; charset=utf-8")
         .body(format!("{e}\n"))
+}
+
+/// Counts the bytes pushed through it, for the [`MAX_OUTPUT`] bound.
+struct CountingSink<'a, S> {
+    inner: &'a mut S,
+    bytes: usize,
+}
+
+impl<S: Sink> Sink for CountingSink<'_, S> {
+    fn push(&mut self, out: Outgoing) {
+        self.bytes += out.bytes.len();
+        self.inner.push(out);
+    }
 }
 
 fn push_dynamic(sink: &mut impl Sink, resp: &Response, close: bool, head_only: bool) {

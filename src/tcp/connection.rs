@@ -248,8 +248,13 @@ impl Conn {
 
     /// The earliest instant at which [`Conn::handle_timeout`] has work.
     pub fn next_deadline(&self, cfg: &TcpConfig) -> Option<Instant> {
+        // While data or a FIN of ours is unacknowledged the retransmission timer and its
+        // limit govern (RFC 1122 4.2.3.5: R2 of at least 100 s); the idle timeout, shorter,
+        // would cut off a live peer whose ACKs are being lost (seen at 30% loss).
+        let in_flight = self.snd_una < self.snd_max;
         let idle = match self.state {
             State::SynReceived | State::TimeWait | State::Closed => None,
+            _ if in_flight => None,
             _ => Some(self.last_activity + cfg.idle_timeout),
         };
         [self.rto_at, self.header_at, self.time_wait_at, idle]

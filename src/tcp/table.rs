@@ -191,6 +191,13 @@ impl<A: Default> ConnTable<A> {
     /// response, and then the engine calls [`ConnTable::poll_transmit`].
     pub fn handle_segment(&mut self, now: Instant, seg: &Segment<'_>) -> Option<ConnId> {
         let h = &seg.header;
+        // SYN+FIN and SYN+RST have no meaning in RFC 9293 and no TCP sends them; Linux drops
+        // SYN+FIN in LISTEN and FreeBSD drops both. Dropping them before any state is looked
+        // at keeps a crafted combination from opening, resetting or answering anything.
+        if h.flags.syn() && (h.flags.fin() || h.flags.rst()) {
+            self.counters.illegal_flags_dropped += 1;
+            return None;
+        }
         if let Some(&slot) = self.by_tuple.get(&(h.dst, h.src)) {
             let input = self
                 .update(slot, |c, ctx| c.handle_segment(now, seg, ctx))

@@ -913,7 +913,7 @@ fn header_and_idle_timeouts() {
     assert_eq!(t.counters().header_timeouts, 1);
     // The peer never answers: the FIN is retransmitted, and the connection is finally reset.
     let mut now = 5100;
-    while !t.is_empty() && now < 200_000 {
+    while !t.is_empty() && now < 1_000_000 {
         now += 100;
         tick(&mut t, ms(now));
     }
@@ -935,15 +935,7 @@ fn header_and_idle_timeouts() {
     assert_eq!(t.counters().header_timeouts, 1);
 
     // Idle: a request was answered, then silence.
-    let (mut t, id, iss1) = established_with(cfg.clone(), TcpOptions::default());
-    send(
-        &mut t,
-        ms(100),
-        &C::new(ACK | PSH, CLIENT_ISN + 1, iss1).data(b"GET"),
-    );
-    t.consume(id, 3);
-    t.send(id, Bytes::from_static(b"ok"), None, None)
-        .expect("send");
+    let (mut t, id, iss1) = answered_ok(cfg.clone());
     recv_one(&mut t, ms(100));
     send(&mut t, ms(110), &C::new(ACK, CLIENT_ISN + 4, iss1 + 2));
     assert!(tick(&mut t, ms(30_000)).is_empty());
@@ -1199,4 +1191,52 @@ mod fuzz {
             prop_assert!(t.is_empty(), "left: {:?}", t.class_counts());
         }
     }
+}
+
+/// At 30% loss in both directions (`tests/soak_fault.rs`) the idle timeout reset connections
+/// whose response was still being retransmitted because every ACK of it had been lost: the
+/// idle timer must wait while data is in flight, and the retransmission limit decides.
+#[test]
+fn idle_timeout_waits_while_data_is_in_flight() {
+    let mut cfg = config();
+    cfg.idle_timeout = Duration::from_secs(30);
+    let (mut t, id, iss1) = answered_ok(cfg);
+    let first = recv_one(&mut t, ms(100));
+    assert_eq!(first.payload, b"ok");
+    // No ACK for 60 s, twice the idle timeout: only retransmissions of the data go out.
+    let mut resent = 0;
+    for now in (200..=60_000).step_by(100) {
+        for s in tick(&mut t, ms(now)) {
+            assert!(
+                !s.flags.fin() && !s.flags.rst(),
+                "{:?} at {now} ms",
+                s.flags
+            );
+            assert_eq!((s.seq, &s.payload[..]), (iss1, &b"ok"[..]));
+            resent += 1;
+        }
+    }
+    assert!(resent >= 5, "only {resent} retransmissions");
+    assert_eq!(t.counters().idle_timeouts, 0);
+    assert_eq!(t.state(id), Some(State::Established));
+    // The ACK finally arrives: now the idle timer runs, from that ACK.
+    send(&mut t, ms(60_050), &C::new(ACK, CLIENT_ISN + 4, iss1 + 2));
+    assert!(tick(&mut t, ms(90_049)).is_empty());
+    let f = tick(&mut t, ms(90_050));
+    assert_eq!((f[0].flags, f[0].seq), (ACK | FIN, iss1 + 2));
+    assert_eq!(t.counters().idle_timeouts, 1);
+}
+
+/// An established connection that received `GET` at 100 ms and has `ok` queued in answer.
+fn answered_ok(cfg: TcpConfig) -> (ConnTable, ConnId, u32) {
+    let (mut t, id, iss1) = established_with(cfg, TcpOptions::default());
+    send(
+        &mut t,
+        ms(100),
+        &C::new(ACK | PSH, CLIENT_ISN + 1, iss1).data(b"GET"),
+    );
+    t.consume(id, 3);
+    t.send(id, Bytes::from_static(b"ok"), None, None)
+        .expect("send");
+    (t, id, iss1)
 }
