@@ -935,7 +935,7 @@ fn header_and_idle_timeouts() {
     assert_eq!(t.counters().header_timeouts, 1);
 
     // Idle: a request was answered, then silence.
-    let (mut t, id, iss1) = answered_ok(cfg.clone());
+    let (mut t, _, iss1) = answered_ok(cfg.clone());
     recv_one(&mut t, ms(100));
     send(&mut t, ms(110), &C::new(ACK, CLIENT_ISN + 4, iss1 + 2));
     assert!(tick(&mut t, ms(30_000)).is_empty());
