@@ -135,6 +135,9 @@ impl Harness {
             .unwrap_or_else(|e| panic!("{e}"));
         self.engine.handle_timeout(now);
         self.engine.flush(now);
+        if let Err(e) = self.engine.tcp().check_invariants() {
+            panic!("TCP invariant broken: {e}");
+        }
         let mut out = Vec::new();
         while let Some(n) = self
             .peer

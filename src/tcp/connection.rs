@@ -268,6 +268,35 @@ impl Conn {
         self.state == State::Closed && !self.rst_pending && !self.ack_pending
     }
 
+    /// Checks the invariants of the module docs (for tests and fuzzing; read-only).
+    pub fn check(&self, cfg: &TcpConfig) -> Result<(), String> {
+        let fail = |what: &str| Err(format!("{}->{}: {what}: {self:?}", self.remote, self.local));
+        if !(self.snd_una <= self.snd_nxt && self.snd_nxt <= self.snd_max) {
+            return fail("snd_una <= snd_nxt <= snd_max violated");
+        }
+        if self.queue.iter().map(|c| c.data.len()).sum::<usize>() != self.queued {
+            return fail("queued differs from the chunks' length");
+        }
+        if self.rcv_buf.len() > self.rcv_cap || self.rcv_cap > cfg.recv_buffer {
+            return fail("receive buffer over its capacity");
+        }
+        // Everything sent lies within the queue (plus SYN and FIN).
+        let end = self.data_end().plus(usize::from(self.fin_requested));
+        if self.state.is_synchronized() && self.snd_max > end {
+            return fail("sent beyond the queued data and FIN");
+        }
+        // Something of ours in flight is always timed: else nothing would ever resend it,
+        // and (the idle timer waiting for it) the connection would never leave.
+        let live = self.state.is_synchronized() && self.state != State::TimeWait;
+        if live && !self.dirty && self.snd_una < self.snd_max && self.rto_at.is_none() {
+            return fail("unacknowledged data or FIN without a retransmission timer");
+        }
+        if self.snd_wscale > 14 || self.rcv_wscale > 14 {
+            return fail("window scale above 14");
+        }
+        Ok(())
+    }
+
     // ---- app commands --------------------------------------------------------------------
 
     pub fn consume(&mut self, n: usize, cfg: &TcpConfig) {
@@ -357,18 +386,8 @@ impl Conn {
         }
 
         // First: sequence number acceptability.
-        let seg_len = seg.payload.len() + usize::from(flags.syn()) + usize::from(flags.fin());
         let wnd = self.rcv_space();
-        let win_end = self.rcv_nxt.plus(wnd);
-        let acceptable = match (seg_len, wnd) {
-            (0, 0) => seq == self.rcv_nxt,
-            (0, _) => seq.in_range(self.rcv_nxt, win_end),
-            (_, 0) => false,
-            (_, _) => {
-                seq.in_range(self.rcv_nxt, win_end)
-                    || seq.plus(seg_len - 1).in_range(self.rcv_nxt, win_end)
-            }
-        };
+        let acceptable = self.acceptable(seg);
         // RFC 7323 5.3 (PAWS): a segment older than TS.Recent is a duplicate from the past.
         if let (Some(recent), Some(ts)) = (self.ts_recent, h.options.timestamps) {
             if !flags.rst() && Seq(ts.value) < Seq(recent) {
@@ -452,6 +471,24 @@ impl Conn {
         self.handle_text(now, seg, ctx)
     }
 
+    /// The sequence-number test of RFC 9293 3.10.7.4 ("first, check sequence number").
+    fn acceptable(&self, seg: &Segment<'_>) -> bool {
+        let flags = seg.header.flags;
+        let seq = Seq(seg.header.seq);
+        let seg_len = seg.payload.len() + usize::from(flags.syn()) + usize::from(flags.fin());
+        let wnd = self.rcv_space();
+        let win_end = self.rcv_nxt.plus(wnd);
+        match (seg_len, wnd) {
+            (0, 0) => seq == self.rcv_nxt,
+            (0, _) => seq.in_range(self.rcv_nxt, win_end),
+            (_, 0) => false,
+            (_, _) => {
+                seq.in_range(self.rcv_nxt, win_end)
+                    || seq.plus(seg_len - 1).in_range(self.rcv_nxt, win_end)
+            }
+        }
+    }
+
     /// SYN-RECEIVED processing. `Some` ends processing; `None` continues with the
     /// synchronized-state steps (the handshake completed).
     fn handle_syn_received(&mut self, seg: &Segment<'_>, ctx: &mut Ctx<'_>) -> Option<Input> {
@@ -479,6 +516,15 @@ impl Conn {
         }
         if !flags.ack() {
             ctx.counters.no_ack_dropped += 1;
+            return Some(Input::Nothing);
+        }
+        if !self.acceptable(seg) {
+            // RFC 9293 3.10.7.4: the sequence test comes first in SYN-RECEIVED too. Found by
+            // fuzzing (tcp_state): a right ACK number on an out-of-window segment used to
+            // complete the handshake while the ACK step, after the failed test, never ran,
+            // leaving an ESTABLISHED connection with its SYN-ACK unacknowledged and no timer:
+            // a table slot lost for good per crafted segment.
+            ctx.counters.unacceptable_segments += 1;
             return Some(Input::Nothing);
         }
         if Seq(h.ack) != self.iss.plus(1) {

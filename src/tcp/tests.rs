@@ -1181,6 +1181,9 @@ mod fuzz {
                 }
                 let (h, e, w) = t.class_counts();
                 prop_assert_eq!(h + e + w, t.len());
+                if let Err(e) = t.check_invariants() {
+                    return Err(TestCaseError::fail(e));
+                }
             }
             // Every connection eventually leaves: idle/retransmission limits and TIME-WAIT.
             for _ in 0..200 {
@@ -1239,4 +1242,45 @@ fn answered_ok(cfg: TcpConfig) -> (ConnTable, ConnId, u32) {
     t.send(id, Bytes::from_static(b"ok"), None, None)
         .expect("send");
     (t, id, iss1)
+}
+
+/// Fuzzing regression (`fuzz/fuzz_targets/tcp_state.rs`, crash-9a8fd6e9): in SYN-RECEIVED an
+/// ACK with the right acknowledgment number but a sequence number outside the window, after
+/// the SYN-ACK's RTO had fired, completed the handshake without the ACK step running: the
+/// connection sat in ESTABLISHED with its SYN-ACK unacknowledged and no timer, forever (the
+/// idle timer waits while something is in flight). The sequence test must come first.
+#[test]
+fn out_of_window_ack_does_not_complete_the_handshake() {
+    let mut t = ConnTable::new(config(), [1; 16]);
+    send(&mut t, ms(0), &C::new(SYN, CLIENT_ISN, 0));
+    let sa = recv_one(&mut t, ms(0));
+    let iss1 = sa.seq.wrapping_add(1);
+    // The SYN-ACK's RTO fires; its retransmission is lost with everything after it.
+    t.handle_timeout(ms(250));
+    let id = t.lookup(local(), remote()).expect("half-open connection");
+    let far = CLIENT_ISN.wrapping_add(1_000_000);
+    assert_eq!(send(&mut t, ms(260), &C::new(ACK, far, iss1)), None);
+    assert_eq!(t.state(id), Some(State::SynReceived));
+    assert_eq!(t.counters().unacceptable_segments, 1);
+    assert_eq!(t.counters().connections_established, 0);
+    t.check_invariants().expect("invariants");
+    // Nothing else arrives: the half-open connection is given up, the table empties.
+    let mut now = 260;
+    while !t.is_empty() && now < 200_000 {
+        now += 100;
+        tick(&mut t, ms(now));
+        t.check_invariants().expect("invariants");
+    }
+    assert!(t.is_empty(), "left: {:?}", t.class_counts());
+    assert_eq!(t.counters().synack_give_ups, 1);
+
+    // The same, then the right ACK in the window: the handshake completes normally.
+    let mut t = ConnTable::new(config(), [1; 16]);
+    send(&mut t, ms(0), &C::new(SYN, CLIENT_ISN, 0));
+    let iss1 = recv_one(&mut t, ms(0)).seq.wrapping_add(1);
+    send(&mut t, ms(10), &C::new(ACK, far, iss1));
+    send(&mut t, ms(20), &C::new(ACK, CLIENT_ISN + 1, iss1));
+    let id = t.lookup(local(), remote()).expect("connection");
+    assert_eq!(t.state(id), Some(State::Established));
+    t.check_invariants().expect("invariants");
 }
