@@ -4,7 +4,8 @@
 //! - the original lines of /etc/hosts (a bind mount here, so `up` appends its block in place)
 //!   are intact, byte for byte, at the start of the file;
 //! - the next `up` starts, cleaning what the killed one left;
-//! and at the end `down` restores routes, addresses and /etc/hosts byte-identical, and `up`
+//!
+//! At the end `down` restores routes, addresses and /etc/hosts byte-identical, and `up`
 //! still works.
 //!
 //! The kill moments are spread over startup by a fixed sequence of delays (0 to ~120 ms in
