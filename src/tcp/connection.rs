@@ -443,6 +443,16 @@ impl Conn {
             ctx.counters.no_ack_dropped += 1;
             return Input::Nothing;
         }
+        if self.state == State::SynReceived {
+            // `handle_syn_received` checked the ACK number is ISS + 1; it acknowledges our
+            // SYN only if the SYN-ACK has gone out (a guessed ACK may arrive in the same batch
+            // as the SYN, before it did).
+            if Seq(h.ack) > self.snd_max {
+                ctx.counters.bad_acks += 1;
+                return Input::Nothing;
+            }
+            self.complete_handshake(ctx);
+        }
         if !self.handle_ack(now, h, ctx) {
             return Input::Nothing;
         }
@@ -531,6 +541,15 @@ impl Conn {
             ctx.counters.rst_sent_bad_ack += 1;
             return Some(Input::SendReset);
         }
+        // The handshake completes in the ACK step ([`Conn::complete_handshake`]), once the
+        // segment has passed every test before it (sequence, PAWS).
+        None
+    }
+
+    /// SYN-RECEIVED -> ESTABLISHED, when the ACK step accepts the handshake ACK. Only here:
+    /// fuzzing (tcp_state) found that completing earlier, before the PAWS test dropped the
+    /// segment, left ESTABLISHED connections whose SYN-ACK was never acknowledged.
+    fn complete_handshake(&mut self, ctx: &mut Ctx<'_>) {
         self.state = State::Established;
         // No header timer yet: it starts with the first request byte (see `handle_text`).
         // Until then only the idle timeout applies, because a live client whose handshake
@@ -539,8 +558,6 @@ impl Conn {
         // 2.2: SRTT + 4 * RTT/2) and its retransmissions of the request leave at 3, 9, 21 s.
         self.retries = 0;
         ctx.counters.connections_established += 1;
-        // The handshake ACK is processed by the ACK step, which also takes the window.
-        None
     }
 
     /// Step five of RFC 9293 3.10.7.4. Returns false if the segment is to be dropped.
@@ -921,6 +938,9 @@ impl Conn {
             return;
         }
         if self.state == State::SynReceived {
+            // Nothing but the SYN-ACK is sent in SYN-RECEIVED; an ACK asked for by a dropped
+            // segment is not owed (and must not keep a given-up connection in the table).
+            self.ack_pending = false;
             if self.snd_nxt == self.iss {
                 let mut h = self.header(now, TcpFlags::SYN | TcpFlags::ACK, self.iss, None, cfg);
                 // SACK-permitted is never offered: see the module docs.

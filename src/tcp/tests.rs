@@ -1284,3 +1284,50 @@ fn out_of_window_ack_does_not_complete_the_handshake() {
     assert_eq!(t.state(id), Some(State::Established));
     t.check_invariants().expect("invariants");
 }
+
+/// Fuzzing regression (`tcp_state`, crash-182dc4e1 / crash-aa22d84e): the same lost
+/// handshake, through the PAWS test: a right ACK number with a timestamp older than the SYN's
+/// was dropped by PAWS after the handshake had already been marked complete, leaving an
+/// ESTABLISHED connection with its SYN-ACK unacknowledged and no timer.
+#[test]
+fn paws_dropped_ack_does_not_complete_the_handshake() {
+    let ts = |value| TcpOptions {
+        timestamps: Some(Timestamps { value, echo: 0 }),
+        ..TcpOptions::default()
+    };
+    let mut t = ConnTable::new(config(), [1; 16]);
+    send(&mut t, ms(0), &C::new(SYN, CLIENT_ISN, 0).opts(ts(100)));
+    let iss1 = recv_one(&mut t, ms(0)).seq.wrapping_add(1);
+    t.handle_timeout(ms(250));
+    let id = t.lookup(local(), remote()).expect("half-open connection");
+    let old = C::new(ACK, CLIENT_ISN + 1, iss1).opts(ts(50));
+    assert_eq!(send(&mut t, ms(260), &old), None);
+    assert_eq!(t.state(id), Some(State::SynReceived));
+    assert_eq!(t.counters().paws_dropped, 1);
+    assert_eq!(t.counters().connections_established, 0);
+    let mut now = 260;
+    while !t.is_empty() && now < 200_000 {
+        now += 100;
+        tick(&mut t, ms(now));
+        t.check_invariants().expect("invariants");
+    }
+    assert!(t.is_empty(), "left: {:?}", t.class_counts());
+    // A current timestamp completes it.
+    let mut t = ConnTable::new(config(), [1; 16]);
+    send(&mut t, ms(0), &C::new(SYN, CLIENT_ISN, 0).opts(ts(100)));
+    let iss1 = recv_one(&mut t, ms(0)).seq.wrapping_add(1);
+    send(
+        &mut t,
+        ms(10),
+        &C::new(ACK, CLIENT_ISN + 1, iss1).opts(ts(50)),
+    );
+    send(
+        &mut t,
+        ms(20),
+        &C::new(ACK, CLIENT_ISN + 1, iss1).opts(ts(101)),
+    );
+    let id = t.lookup(local(), remote()).expect("connection");
+    assert_eq!(t.state(id), Some(State::Established));
+    recv(&mut t, ms(20));
+    t.check_invariants().expect("invariants");
+}
