@@ -4,13 +4,15 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use imds_tun::cloud::RequestContext;
 use imds_tun::config;
 use imds_tun::http::exchange::{respond_all, Outgoing};
+use imds_tun::metrics::{Observer, RequestMetrics};
 use imds_tun::snapshot::{Keys, Snapshot};
 
 const REQUESTS: [(&str, &[u8]); 3] = [
@@ -38,6 +40,7 @@ fn static_request(c: &mut Criterion) {
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
         door: Default::default(),
+        wait_over: false,
     };
     let mut group = c.benchmark_group("parse_route_respond");
     group.throughput(Throughput::Elements(1));
@@ -47,6 +50,23 @@ fn static_request(c: &mut Criterion) {
             b.iter(|| {
                 out.clear();
                 let p = respond_all(black_box(request), &snapshot, &ctx, &limits, &mut out);
+                black_box(p);
+            })
+        });
+    }
+    // The same through the front doors' recording sink: the request counted by route and
+    // status and its latency observed (what metrics add per request; no access log).
+    let observer = Observer::with(Arc::new(RequestMetrics::default()), None);
+    for (name, request) in REQUESTS {
+        let mut out: Vec<Outgoing> = Vec::with_capacity(4);
+        let mut answered = Vec::with_capacity(4);
+        group.bench_function(format!("{name}_counted"), |b| {
+            b.iter(|| {
+                out.clear();
+                let arrival = (Instant::now(), ctx.now);
+                let mut sink = observer.sink(&mut out, &mut answered, ctx.door, ctx.peer, arrival);
+                let p = respond_all(black_box(request), &snapshot, &ctx, &limits, &mut sink);
+                observer.finish(&mut answered, arrival.0);
                 black_box(p);
             })
         });

@@ -9,12 +9,23 @@
 //! request in progress) and a header timeout (a request started but not complete). No root is
 //! needed; this is also the contender "kernel TCP" in the benchmark.
 //!
-//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream) parks its
-//! connection: the task waits on the ticket (at most [`PARK_LIMIT`]) without reading further,
-//! then answers the buffer again. Other connections, being other tasks, are not held up.
+//! A request answered [`crate::http::Reply::Pending`] (a token fetched upstream, a hanging
+//! GET) parks its connection: the task waits on the ticket (at most
+//! [`crate::pending::Ticket::limit`] from its
+//! first park) without reading further, then answers the buffer again, with
+//! [`RequestContext::wait_over`] once the deadline has passed. Other connections, being other
+//! tasks, are not held up; a parked connection is a sleeping task, not a thread.
+//!
+//! A caller the configuration's fleet refuses ([`crate::fleet`]) is reset on accept (and, after
+//! a reload that starts refusing it, at its next request).
+//! An injected failure ([`crate::live::faults`]) that drops the connection ends it with a RST
+//! (`SO_LINGER` 0, then close) or a FIN, without an answer; an injected latency delays the
+//! connection's task only.
 //!
 //! Invariants: a connection buffers at most one request's worth of bytes (head and body
-//! limits); the per-connection buffers are reused, so a static answer allocates nothing.
+//! limits), and between requests none at all: whole requests are read into and answered from
+//! the worker thread's scratch buffer, so a static answer allocates nothing and an idle
+//! keep-alive connection costs its task and socket only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,13 +35,45 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cloud::{Door, RequestContext};
+use crate::control::status::FrontStats;
 use crate::doors::HimdsKeys;
-use crate::http::exchange::{respond_all, respond_all_with, Outgoing};
-use crate::pending::{Wake, PARK_LIMIT};
+use crate::http::exchange::{respond_all_with, Outgoing};
+use crate::http::DropKind;
+use crate::metrics::answered::Answered;
+use crate::metrics::Observer;
+use crate::pending::Wake;
 use crate::snapshot::SnapshotCell;
 
 /// How many bytes one read may bring.
 const READ_SIZE: usize = 4096;
+
+thread_local! {
+    /// Each runtime worker thread's read buffer: a read whose bytes are all answered at once
+    /// (nearly every read) needs no buffer of the connection's own. Borrowed only between
+    /// awaits, so tasks moving between threads never share it.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(READ_SIZE));
+}
+
+/// What one non-blocking read brought.
+enum Filled {
+    Data,
+    WouldBlock,
+    Closed,
+}
+
+/// Appends at most one read's worth of bytes from `stream` to `buf`.
+fn fill(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Filled> {
+    if buf.capacity() - buf.len() < READ_SIZE {
+        buf.reserve(READ_SIZE);
+    }
+    match stream.try_read_buf(buf) {
+        Ok(0) => Ok(Filled::Closed),
+        Ok(_) => Ok(Filled::Data),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Filled::WouldBlock),
+        Err(e) => Err(e),
+    }
+}
 
 /// Binds every address; fails on the first that cannot be bound.
 pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
@@ -62,20 +105,38 @@ impl FrontDoor {
     }
 }
 
-/// Serves connections on `listener` as the metadata door until the task is dropped.
-pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
-    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
+/// Serves connections on `listener` as the metadata door until the task is dropped, counting
+/// them in `stats`.
+pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, stats: Arc<FrontStats>) {
+    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata), stats).await
 }
 
-/// Serves connections on `listener` as `door` until the task is dropped.
-pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
+/// Serves connections on `listener` as `door` until the task is dropped; its requests are
+/// counted in a request block of its own ([`Observer::new`]) and in `stats`.
+pub async fn serve_door(
+    listener: TcpListener,
+    cell: Arc<SnapshotCell>,
+    door: FrontDoor,
+    stats: Arc<FrontStats>,
+) {
+    let observer = Observer::new();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if cell.load().for_peer(peer.ip()).is_none() {
+                    // Refused at once, before a task is spent on it.
+                    let _ = drop_connection(stream, DropKind::Reset).await;
+                    continue;
+                }
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
+                let observer = observer.clone();
+                let stats = Arc::clone(&stats);
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, cell, door).await {
+                    stats.connection_opened();
+                    let result = connection(stream, peer, cell, door, observer, &stats).await;
+                    stats.connection_closed();
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -94,6 +155,8 @@ async fn connection(
     peer: SocketAddr,
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
+    observer: Observer,
+    stats: &FrontStats,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -102,21 +165,32 @@ async fn connection(
     let idle = Duration::from_secs(snapshot.config.server.idle_timeout_secs);
     let header = Duration::from_secs(snapshot.config.server.header_timeout_secs);
     let cap = limits.max_head_bytes + limits.max_body_bytes;
-    // Buffers are taken on the first request, not on accept: an idle connection costs only
-    // its task and socket (10,000 idle clients are a benchmark case). Once taken they are kept
-    // for the connection's life, so keep-alive requests allocate nothing.
+    // Bytes a connection keeps between reads: only an unfinished request (or pipelined
+    // requests behind a parked one). The common case, a whole request per read, goes through
+    // the worker thread's scratch buffer instead, so an idle keep-alive connection owns no
+    // buffer at all (10,000 idle clients are a benchmark case) and a static answer allocates
+    // nothing.
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
+    let mut answered: Vec<Answered> = Vec::new();
+    // When the bytes that completed the buffered requests were read (latency counts from it).
+    let mut arrival = std::time::Instant::now();
     // When the request now buffered began: it must be complete within the header timeout
     // however slowly its bytes trickle in (a per-read timeout would let a slowloris client
     // hold the connection forever with one byte per interval).
     let mut request_started: Option<tokio::time::Instant> = None;
-    // Set after a parked request's ticket is done: answer the buffer again before reading.
-    let mut rerun = false;
+    // Set after a parked request's ticket is done or its time is up: answer the buffer again
+    // before reading. `deadline` is the first park's; `over` says it has passed.
+    let mut rerun: Option<(tokio::time::Instant, bool)> = None;
     // Created on the first parked request only (the common path never parks).
     let mut wakeup: Option<Arc<tokio::sync::Notify>> = None;
+    // A client usually sends its request right after connecting, so by the time the
+    // connection is accepted the bytes are often there: read before waiting for readiness
+    // (a wait costs an epoll round and a task switch; a miss costs one EAGAIN).
+    let mut maybe_readable = true;
     loop {
-        if !std::mem::take(&mut rerun) {
+        let this_run = rerun.take();
+        if this_run.is_none() && !std::mem::take(&mut maybe_readable) {
             let deadline = match request_started {
                 Some(t) => t + header,
                 None => tokio::time::Instant::now() + idle,
@@ -125,41 +199,93 @@ async fn connection(
                 Err(_) => return Ok(()),
                 Ok(r) => r?,
             }
-            // Never hold more than one request's worth of bytes plus one read; the parser
-            // rejects anything over its limits before that matters.
-            if buf.len() > cap {
-                return Ok(());
-            }
-            if buf.capacity() - buf.len() < READ_SIZE {
-                buf.reserve(READ_SIZE);
-            }
-            match stream.try_read_buf(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
         }
         snapshot = cell.load();
+        let Some(instance) = snapshot.for_peer(peer.ip()) else {
+            return drop_connection(stream, DropKind::Reset).await;
+        };
         let ctx = RequestContext {
             now: SystemTime::now(),
             peer,
             local,
             door: door.door(),
+            wait_over: this_run.is_some_and(|(_, over)| over),
         };
-        let progress = match &door {
-            FrontDoor::Plain(_) => respond_all(&buf, &snapshot, &ctx, &limits, &mut out),
-            FrontDoor::Himds(keys) => respond_all_with(&buf, &limits, &mut out, |req| {
-                keys.respond(&snapshot, req, &ctx)
-            }),
+        let answer = |input: &[u8],
+                      out: &mut Vec<Outgoing>,
+                      answered: &mut Vec<Answered>,
+                      arrival: std::time::Instant| {
+            let mut sink = observer.sink(out, answered, ctx.door, peer, (arrival, ctx.now));
+            match &door {
+                FrontDoor::Plain(_) => respond_all_with(input, &limits, &mut sink, |req| {
+                    stats.counted(req.path, instance.respond(req, &ctx))
+                }),
+                FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
+                    stats.counted(req.path, keys.respond(instance, req, &ctx))
+                }),
+            }
         };
+        let progress = if this_run.is_some() || !buf.is_empty() {
+            if this_run.is_none() {
+                // Never hold more than one request's worth of bytes plus one read; the
+                // parser rejects anything over its limits before that matters.
+                if buf.len() > cap {
+                    return Ok(());
+                }
+                match fill(&stream, &mut buf)? {
+                    Filled::Data => arrival = std::time::Instant::now(),
+                    Filled::WouldBlock => continue,
+                    Filled::Closed => return Ok(()),
+                }
+            }
+            let progress = answer(&buf, &mut out, &mut answered, arrival);
+            buf.drain(..progress.consumed);
+            if buf.is_empty() {
+                // Back to owning nothing once the slow path is over.
+                buf = Vec::new();
+            }
+            progress
+        } else {
+            let step = SCRATCH.with_borrow_mut(|scratch| {
+                scratch.clear();
+                match fill(&stream, scratch)? {
+                    Filled::Data => arrival = std::time::Instant::now(),
+                    other => return Ok::<_, std::io::Error>(Err(other)),
+                }
+                let progress = answer(scratch, &mut out, &mut answered, arrival);
+                // An unfinished (or pipelined, parked) tail stays with the connection.
+                buf.extend_from_slice(&scratch[progress.consumed..]);
+                Ok(Ok(progress))
+            })?;
+            match step {
+                Ok(progress) => progress,
+                Err(Filled::WouldBlock) => continue,
+                Err(_) => return Ok(()),
+            }
+        };
+        instance.count_answered(progress.answered);
+        // A delayed answer ends a round: requests pipelined behind it are answered after it,
+        // from the buffer, without waiting for more bytes.
+        let delayed = out.iter().any(|o| o.delay.is_some());
         for o in out.drain(..) {
+            if let Some(delay) = o.delay {
+                // An injected latency: only this connection's task waits.
+                tokio::time::sleep(delay).await;
+            }
             stream.write_all(&o.bytes).await?;
         }
-        // Stopped at the output bound: the rest of the buffer's requests are answered once
-        // these responses are written (write_all waits for a client that does not read).
-        rerun = progress.more;
-        buf.drain(..progress.consumed);
+        observer.finish(&mut answered, std::time::Instant::now());
+        if let Some(kind) = progress.drop {
+            return drop_connection(stream, kind).await;
+        }
+        // After a delayed answer, or stopped at the output bound (`Progress::more`: the rest
+        // of the buffer's requests are answered once these responses are written, and
+        // write_all waits for a client that does not read), answer on from the buffer.
+        if (delayed || progress.more) && !buf.is_empty() && !progress.close {
+            // No deadline to keep (it is already now): a park of the next request gets its
+            // own limit.
+            rerun = Some((tokio::time::Instant::now(), false));
+        }
         request_started = match (buf.is_empty(), progress.consumed > 0) {
             (true, _) => None,
             // A pipelined request already began; its clock starts now.
@@ -174,15 +300,45 @@ async fn connection(
             // The request stays in `buf` (unconsumed): nothing after it is read or answered
             // until it is, which keeps pipelined answers in order. Other connections are
             // their own tasks and go on meanwhile.
+            // The same request parking again keeps its first deadline.
+            let deadline = match this_run {
+                Some((deadline, over))
+                    if progress.answered == 0
+                        && (over || deadline > tokio::time::Instant::now()) =>
+                {
+                    deadline
+                }
+                _ => tokio::time::Instant::now() + ticket.limit(),
+            };
             let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
             let waker: Arc<dyn Wake> = notify.clone();
             ticket.on_done(&waker);
-            let parked = tokio::time::timeout(PARK_LIMIT, notify.notified()).await;
+            stats.parked_changed(true);
+            let parked = tokio::time::timeout_at(deadline, notify.notified()).await;
+            stats.parked_changed(false);
+            let over = parked.is_err() || tokio::time::Instant::now() >= deadline;
             if parked.is_err() {
                 ticket.time_out();
             }
-            rerun = true;
+            rerun = Some((deadline, over));
             request_started = None;
         }
     }
+}
+
+/// Ends a connection without answering: RST (linger 0) or FIN.
+async fn drop_connection(mut stream: TcpStream, kind: DropKind) -> std::io::Result<()> {
+    match kind {
+        DropKind::Reset => {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger)
+                .map_err(std::io::Error::from)?;
+            drop(stream);
+        }
+        DropKind::Close => stream.shutdown().await?,
+    }
+    Ok(())
 }

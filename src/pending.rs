@@ -9,9 +9,19 @@
 //! woken. The re-run finds the result in the source's cache (or its failure, which the cloud
 //! answers as its "source unavailable" error).
 //!
-//! Bound: a front door waits at most [`PARK_LIMIT`]; then it calls [`Ticket::time_out`], which
-//! ends the flight as failed for every waiter (a later result from the thread still fills the
-//! cache for the next request), and re-runs the request, which now gets the error.
+//! Bound: a front door waits at most [`Ticket::limit`] ([`PARK_LIMIT`] for work), counted from
+//! the first time the request parked (a re-run that parks the same request again keeps that
+//! deadline); then it calls [`Ticket::time_out`] and re-runs the request with
+//! [`crate::cloud::RequestContext::wait_over`] set. For work, `time_out` ends the flight as
+//! failed for every waiter (a later result from the thread still fills the cache for the next
+//! request), and the re-run gets the error.
+//!
+//! Changes: a [`Ticket::change`] waits on a flight that ends when the answer may have changed
+//! (a snapshot replaced, a guest attribute written): GCE's hanging GETs
+//! (`wait_for_change=true`). Its limit is the request's own `timeout_sec`; timing out does not
+//! end the shared flight (other watchers keep waiting), and the re-run with `wait_over`
+//! answers the current value. A parked request is no thread: it is a ticket in a connection's
+//! state, and one waker per front door (the engine's eventfd) serves every ticket of a flight.
 //!
 //! Invariants: [`Flight::finish`] and [`Ticket::time_out`] complete a flight at most once; every
 //! registered waker is woken exactly once, after completion, and a waker registered after
@@ -97,23 +107,56 @@ impl Flight {
     }
 }
 
+/// What a ticket waits for, which decides what its time limit does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// Work off the packet path; at the limit the flight fails for everyone.
+    Work,
+    /// A change; at the limit the waiter alone stops waiting.
+    Change,
+}
+
 /// A waiting request's handle on a [`Flight`].
 #[derive(Clone, Debug)]
-pub struct Ticket(Arc<Flight>);
+pub struct Ticket {
+    flight: Arc<Flight>,
+    limit: Duration,
+    waiting: Waiting,
+}
 
 impl Ticket {
+    /// A ticket on work in flight, waited for at most [`PARK_LIMIT`].
     pub fn new(flight: &Arc<Flight>) -> Ticket {
-        Ticket(Arc::clone(flight))
+        Ticket {
+            flight: Arc::clone(flight),
+            limit: PARK_LIMIT,
+            waiting: Waiting::Work,
+        }
+    }
+
+    /// A ticket on a change (the flight ends when the answer may differ), waited for at most
+    /// `limit`.
+    pub fn change(flight: &Arc<Flight>, limit: Duration) -> Ticket {
+        Ticket {
+            flight: Arc::clone(flight),
+            limit,
+            waiting: Waiting::Change,
+        }
+    }
+
+    /// The longest a front door keeps the request parked, from its first park.
+    pub fn limit(&self) -> Duration {
+        self.limit
     }
 
     pub fn is_done(&self) -> bool {
-        self.0.outcome().is_some()
+        self.flight.outcome().is_some()
     }
 
     /// Wakes `waker` once the flight ends (at once if it has). A waker already registered
     /// (the same `Arc`) is not added twice.
     pub fn on_done(&self, waker: &Arc<dyn Wake>) {
-        let now = self.0.with_state(|s| {
+        let now = self.flight.with_state(|s| {
             if s.outcome.is_some() {
                 return true;
             }
@@ -127,11 +170,14 @@ impl Ticket {
         }
     }
 
-    /// The waiter gave up ([`PARK_LIMIT`]): the flight fails for everyone waiting on it.
+    /// The waiter gave up ([`Ticket::limit`]). Work: the flight fails for everyone waiting on
+    /// it. A change: nothing (the flight is shared by every watcher and ends only on a change).
     pub fn time_out(&self) {
-        self.0.finish(Outcome::Failed(
-            "timed out waiting for the token source".into(),
-        ));
+        if self.waiting == Waiting::Work {
+            self.flight.finish(Outcome::Failed(
+                "timed out waiting for the token source".into(),
+            ));
+        }
     }
 }
 
@@ -170,5 +216,17 @@ mod tests {
         let other = Flight::new();
         Ticket::new(&other).time_out();
         assert!(matches!(other.outcome(), Some(Outcome::Failed(_))));
+    }
+
+    #[test]
+    fn a_change_ticket_timing_out_leaves_the_flight_to_the_others() {
+        let flight = Flight::new();
+        let t = Ticket::change(&flight, Duration::from_secs(3));
+        assert_eq!(t.limit(), Duration::from_secs(3));
+        assert_eq!(Ticket::new(&flight).limit(), PARK_LIMIT);
+        t.time_out();
+        assert_eq!(flight.outcome(), None);
+        flight.finish(Outcome::Done);
+        assert!(t.is_done());
     }
 }

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::netns::{hosts_content, Shape, TestHost};
+use support::netns::{hosts_content, Container, Shape, TestHost};
 use support::up::Up;
 
 /// `up` with no arguments beyond the test host's own directories.
@@ -389,78 +389,6 @@ fn ecs_container_credentials() {
     assert!(up.wait(Duration::from_secs(10)).success());
 }
 
-/// A "container" network namespace one routed hop behind the test host: a veth pair with
-/// link-local addresses (169.254.80.0/24), the test host forwarding. Deleted on drop.
-struct Container {
-    name: String,
-}
-
-impl Container {
-    fn behind(host: &TestHost) -> Container {
-        let name = format!("{}-c", host.name);
-        let ip = |args: &[&str]| {
-            let ok = std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "ip {args:?} failed");
-        };
-        ip(&["netns", "add", &name]);
-        let c = Container { name };
-        let n = c.name.as_str();
-        ip(&["-n", n, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n", &host.name, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns",
-            n,
-        ]);
-        ip(&[
-            "-n",
-            &host.name,
-            "addr",
-            "add",
-            "169.254.80.1/24",
-            "dev",
-            "c0",
-        ]);
-        ip(&["-n", n, "addr", "add", "169.254.80.2/24", "dev", "eth0"]);
-        ip(&["-n", &host.name, "link", "set", "c0", "up"]);
-        ip(&["-n", n, "link", "set", "eth0", "up"]);
-        ip(&["-n", n, "route", "add", "default", "via", "169.254.80.1"]);
-        // Forwarding in the test host's namespace only (a per-namespace sysctl).
-        host.sh("sysctl -q -w net.ipv4.ip_forward=1");
-        c
-    }
-
-    /// Runs `program args` in the container with an empty environment but PATH and HOME.
-    fn run(&self, home: &std::path::Path, program: &str, args: &[&str]) -> (Option<i32>, String) {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.name, "env", "-i"])
-            .arg(format!(
-                "PATH={}",
-                std::env::var("PATH").unwrap_or_default()
-            ))
-            .arg(format!("HOME={}", home.display()))
-            .arg("AWS_CONFIG_FILE=/dev/null")
-            .arg("AWS_SHARED_CREDENTIALS_FILE=/dev/null")
-            .arg(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
 /// The IMDSv2 hop limit, end to end: the token PUT's answer leaves with IP TTL = hopLimit, so a
 /// container one routed hop away gets no token with hop limit 1 (the router drops the answer
 /// when the TTL runs out; the client times out) and gets one with hop limit 2. With
@@ -468,7 +396,7 @@ impl Drop for Container {
 #[test]
 fn hop_limit_reaches_a_routed_container_only_when_above_one() {
     let host = TestHost::new(Shape::LoopbackOnly);
-    let container = Container::behind(&host);
+    let container = Container::behind(&host, 0);
     let python = support::python().display().to_string();
     let put = [
         "-sS",
@@ -502,6 +430,7 @@ fn hop_limit_reaches_a_routed_container_only_when_above_one() {
         // A routed plain request works at any hop limit (only the token answer is limited).
         let (code, _) = container.run(
             host.dir(),
+            &[],
             "curl",
             &[
                 "-sS",
@@ -514,8 +443,8 @@ fn hop_limit_reaches_a_routed_container_only_when_above_one() {
         );
         assert_eq!(code, Some(0), "the container reaches IMDS");
 
-        let (code, token) = container.run(host.dir(), "curl", &put);
-        let (_, boto) = container.run(host.dir(), &python, &["-c", botocore]);
+        let (code, token) = container.run(host.dir(), &[], "curl", &put);
+        let (_, boto) = container.run(host.dir(), &[], &python, &["-c", botocore]);
         if hop_limit == 1 {
             assert_eq!(code, Some(28), "curl must time out, got {code:?} {token:?}");
             assert_eq!(boto.trim(), "no-token no-credentials", "botocore");
@@ -611,6 +540,70 @@ sys.stdout.write(d.decode())'",
         first.is_some() && second.is_some_and(|s| Some(s) > first),
         "answers out of order or missing:\n{out}"
     );
+    up.signal(libc::SIGTERM);
+    assert!(up.wait(Duration::from_secs(10)).success());
+}
+
+/// Injected faults under `up` (configured at start): a 700 ms latency holds only its own
+/// request, off the packet path (a request on another connection meanwhile is answered at
+/// once, and one pipelined behind the late one comes after it, in order); a drop fault resets
+/// the connection without an answer; a 503 answers AWS's error page with `Retry-After`.
+#[test]
+fn injected_latency_drop_and_status_under_up() {
+    let host = TestHost::new(Shape::LoopbackOnly);
+    let (up, _) = up_with(
+        &host,
+        |cfg| {
+            cfg["aws"]["imdsv2"] = serde_json::json!("optional");
+            cfg["faults"] = serde_json::json!([
+                {"path": "/latest/meta-data/ami-id", "latency": "700ms"},
+                {"path": "/latest/meta-data/instance-id", "drop": "reset", "count": 1},
+                {"cloud": "aws", "path": "/latest/meta-data/placement/", "prefix": true, "status": 503,
+                 "retryAfter": 2, "count": 1}
+            ]);
+        },
+        1,
+    );
+    let out = host.sh(
+        "B=http://169.254.169.254/latest/meta-data
+         t0=$(date +%s%N)
+         curl -sS -m 5 $B/ami-id $B/instance-type > late.out &
+         sleep 0.2
+         t1=$(date +%s%N)
+         curl -sS -m 5 $B/hostname > other.out
+         t2=$(date +%s%N)
+         wait
+         t3=$(date +%s%N)
+         echo other_ms=$(( (t2 - t1) / 1000000 ))
+         echo late_ms=$(( (t3 - t0) / 1000000 ))
+         echo late=$(cat late.out)
+         curl -sS -m 5 $B/instance-id > /dev/null 2> drop.err; echo drop_rc=$?
+         echo again=$(curl -sS -m 5 $B/instance-id)
+         curl -sS -m 5 -D - -o /dev/null $B/placement/region | tr -d '\\r' | grep -E '^(HTTP|Retry-After)' | tr '\\n' ' '; echo
+         echo region=$(curl -sS -m 5 $B/placement/region)
+         rm -f late.out other.out drop.err",
+    );
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+            .to_string()
+    };
+    let ms = |k: &str| field(k).parse::<u64>().unwrap_or(u64::MAX);
+    assert!(ms("other_ms") < 400, "the other request waited:\n{out}");
+    assert!((700..3000).contains(&ms("late_ms")), "{out}");
+    assert_eq!(
+        field("late"),
+        "ami-0c1c30571d2dae5c9t3.micro",
+        "in order:\n{out}"
+    );
+    assert_eq!(field("drop_rc"), "56", "curl: connection reset:\n{out}");
+    assert!(field("again").starts_with("i-"), "one drop only:\n{out}");
+    assert!(
+        out.contains("HTTP/1.1 503 Service Unavailable Retry-After: 2"),
+        "{out}"
+    );
+    assert_eq!(field("region"), "eu-west-1", "{out}");
     up.signal(libc::SIGTERM);
     assert!(up.wait(Duration::from_secs(10)).success());
 }

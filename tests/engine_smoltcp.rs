@@ -86,6 +86,7 @@ fn run(plan: &Plan) -> Result<(), String> {
             peer,
             local,
             door: Default::default(),
+            wait_over: false,
         };
         let mut out: Vec<Outgoing> = Vec::new();
         respond_all(

@@ -29,6 +29,7 @@ fn context() -> RequestContext {
         peer: addr("169.254.0.2:40000"),
         local: addr("169.254.169.254:80"),
         door: Default::default(),
+        wait_over: false,
     }
 }
 
@@ -80,11 +81,13 @@ fn run_cloud(cloud: &str) {
         .join("fixtures/golden")
         .join(cloud);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let snapshot = snapshot_for(&dir);
     let cases = cases(&dir);
     assert!(!cases.is_empty(), "no golden cases in {}", dir.display());
     let mut failures = Vec::new();
     for case in cases {
+        // A fresh instance per case: some cases change live state (a guest attribute PUT),
+        // and no case may see another's.
+        let snapshot = snapshot_for(&dir);
         let text = std::fs::read_to_string(&case).unwrap_or_else(|e| panic!("{e}"));
         let got = answer(&snapshot, &request_bytes(&text));
         let expected_path = case.with_extension("response");

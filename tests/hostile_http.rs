@@ -56,6 +56,7 @@ fn answer(s: &Snapshot, raw: &[u8]) -> (Vec<String>, bool) {
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
         door: Default::default(),
+        wait_over: false,
     };
     let mut out: Vec<Outgoing> = Vec::new();
     let p = respond_all(raw, s, &ctx, &s.config.server.limits(), &mut out);

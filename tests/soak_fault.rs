@@ -64,6 +64,7 @@ fn expected() -> Vec<(Vec<u8>, Vec<u8>)> {
         peer: SocketAddr::from(([169, 254, 255, 1], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
         door: Default::default(),
+        wait_over: false,
     };
     let limits = snapshot.config.server.limits();
     let answer = |req: String| {

@@ -54,29 +54,49 @@ fn snapshot(cfg: Config, keys: &Keys) -> Snapshot {
 /// Answers `request` twice and returns the allocations of the second answer, after checking
 /// its status and that it came with a precomputed checksum sum (a static answer).
 fn allocations(snapshot: &Snapshot, request: &[u8], status: &str) -> usize {
+    allocations_from(snapshot, [169, 254, 0, 2], request, status).0
+}
+
+/// [`allocations`] for a caller at `peer`, with the work a front door does for it: the fleet
+/// lookup, the answer and its count. Also returns the response.
+fn allocations_from(
+    snapshot: &Snapshot,
+    peer: [u8; 4],
+    request: &[u8],
+    status: &str,
+) -> (usize, bytes::Bytes) {
     let limits = snapshot.config.server.limits();
     let ctx = RequestContext {
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(NOW),
-        peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
+        peer: SocketAddr::from((peer, 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
         door: Default::default(),
+        wait_over: false,
+    };
+    let what = String::from_utf8_lossy(request);
+    let answer = |out: &mut Vec<Outgoing>| {
+        let instance = snapshot
+            .for_peer(ctx.peer.ip())
+            .unwrap_or_else(|| panic!("{peer:?} refused"));
+        let progress = respond_all(request, instance, &ctx, &limits, out);
+        instance.count_answered(progress.answered);
+        progress
     };
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
-    respond_all(request, snapshot, &ctx, &limits, &mut out);
-    let head = out.first().map(|o| o.bytes.clone()).unwrap_or_default();
-    let what = String::from_utf8_lossy(request);
+    answer(&mut out);
+    let response = out.first().map(|o| o.bytes.clone()).unwrap_or_default();
     assert!(
-        head.starts_with(format!("HTTP/1.1 {status} ").as_bytes()),
+        response.starts_with(format!("HTTP/1.1 {status} ").as_bytes()),
         "{what}: {}",
-        String::from_utf8_lossy(&head)
+        String::from_utf8_lossy(&response)
     );
     out.clear();
     let before = ALLOCATIONS.with(Cell::get);
-    let progress = respond_all(request, snapshot, &ctx, &limits, &mut out);
+    let progress = answer(&mut out);
     let allocated = ALLOCATIONS.with(Cell::get) - before;
     assert_eq!(progress.answered, 1, "{what}");
     assert!(out[0].sum.is_some(), "{what}: static answers carry a sum");
-    allocated
+    (allocated, response)
 }
 
 fn assert_no_allocations(snapshot: &Snapshot, request: &[u8], status: &str) {
@@ -187,4 +207,108 @@ fn gce_answers_allocate_nothing() {
         );
         assert_no_allocations(&s, request.as_bytes(), status);
     }
+}
+
+/// A fleet: finding the caller's profile (longest prefix over two prefix lengths; an IPv6
+/// profile beside them) and answering from its snapshot allocates nothing either, and each
+/// caller gets its own instance's answer (a caller outside every profile, the base's).
+#[test]
+fn fleet_answers_allocate_nothing() {
+    let patch = |n: u8| {
+        serde_json::json!({
+            "azure": {"instance": {"compute": {"vmId": format!("00000000-0000-4000-8000-00000000000{n}")}}},
+            "gce": {"instance": {"id": 1000 + u64::from(n)}},
+            "aws": {"metaData": {"instance-id": format!("i-0000000000000000{n}")}}
+        })
+    };
+    let mut text: serde_json::Value =
+        serde_json::from_str(config::DEFAULT_JSON).unwrap_or_else(|e| panic!("{e}"));
+    text["fleet"] = serde_json::json!({"profiles": [
+        {"name": "net", "sources": ["169.254.20.0/24"], "patch": patch(1)},
+        {"name": "host", "sources": ["169.254.20.7"], "patch": patch(2)},
+        {"name": "v6", "sources": ["fe80::/64"], "patch": patch(3)},
+    ]});
+    let cfg = config::load_str(&text.to_string(), "fleet.json", &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = snapshot(cfg, &Keys::fixed(1));
+    let requests: [(&[u8], &str, [&str; 3]); 3] = [
+        (
+            b"GET /metadata/instance/compute/vmId?api-version=2021-02-01&format=text HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\n\r\n",
+            "200",
+            ["00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002", "5f3c9d2e-8b7a-4e1f-a6d0-3c9b2e7f4a18"],
+        ),
+        (
+            b"GET /computeMetadata/v1/instance/id HTTP/1.1\r\nHost: metadata.google.internal\r\nMetadata-Flavor: Google\r\n\r\n",
+            "200",
+            ["1001", "1002", "4520031799277581759"],
+        ),
+        (
+            b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+            "200",
+            ["i-00000000000000001", "i-00000000000000002", "i-0f1e2d3c4b5a69788"],
+        ),
+    ];
+    for (request, status, ids) in requests {
+        for (peer, id) in [
+            ([169, 254, 20, 1], ids[0]),
+            ([169, 254, 20, 7], ids[1]),
+            ([169, 254, 21, 1], ids[2]),
+        ] {
+            let (n, response) = allocations_from(&s, peer, request, status);
+            let text = String::from_utf8_lossy(&response);
+            assert_eq!(n, 0, "{peer:?} {text}");
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+            assert!(body.starts_with(id), "{peer:?}: {body:?}, want {id}");
+        }
+    }
+    let counts = s.fleet_counts();
+    let answered: Vec<u64> = counts.answered.iter().map(|(_, n)| *n).collect();
+    // Two answers per request (warm-up and counted) for each of three requests.
+    assert_eq!(answered, [6, 6, 6, 0], "{counts:?}");
+}
+
+/// Counting and timing each request for the metrics, and publishing an engine's counters,
+/// allocate nothing either: the engine and the kernel-socket loop answer through this sink
+/// and publish once per loop iteration.
+#[test]
+fn metrics_recording_allocates_nothing() {
+    use imds_tun::metrics::{EngineSlot, Observer, RequestMetrics, Route};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let s = snapshot(default_config(), &Keys::fixed(1));
+    let limits = s.config.server.limits();
+    let peer = SocketAddr::from(([169, 254, 0, 2], 40000));
+    let ctx = RequestContext {
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(NOW),
+        peer,
+        local: SocketAddr::from(([169, 254, 169, 254], 80)),
+        door: Default::default(),
+        wait_over: false,
+    };
+    let observer = Observer::with(Arc::new(RequestMetrics::default()), None);
+    let slot = EngineSlot::default();
+    let tcp = imds_tun::tcp::Counters::default();
+    let engine = imds_tun::engine::EngineCounters::default();
+    let request =
+        b"GET /metadata/instance?api-version=2021-02-01 HTTP/1.1\r\nMetadata: true\r\n\r\n";
+    let mut out: Vec<Outgoing> = Vec::with_capacity(8);
+    let mut answered = Vec::with_capacity(8);
+    let mut allocated = 0;
+    for round in 0..2 {
+        let before = ALLOCATIONS.with(Cell::get);
+        let arrival = (Instant::now(), ctx.now);
+        let mut sink = observer.sink(&mut out, &mut answered, ctx.door, peer, arrival);
+        respond_all(request, &s, &ctx, &limits, &mut sink);
+        observer.finish(&mut answered, Instant::now());
+        slot.publish(&tcp, &engine, (0, 1, 0));
+        allocated = ALLOCATIONS.with(Cell::get) - before;
+        assert_eq!(out.len(), 1, "round {round}");
+        out.clear();
+    }
+    assert_eq!(
+        allocated, 0,
+        "recording a request allocated {allocated} times"
+    );
+    assert_eq!(observer.metrics().count(Route::AzureInstance, 200), 2);
 }

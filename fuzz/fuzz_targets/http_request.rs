@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
         peer: SocketAddr::from(([169, 254, 0, 2], 40000)),
         local: SocketAddr::from(([169, 254, 169, 254], 80)),
         door: Default::default(),
+        wait_over: false,
     };
     let mut out: Vec<Outgoing> = Vec::new();
     let p = respond_all(data, s, &ctx, &s.config.server.limits(), &mut out);

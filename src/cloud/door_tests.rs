@@ -28,6 +28,7 @@ fn ctx(door: Door, secs: u64) -> RequestContext {
         peer: addr,
         local: addr,
         door,
+        wait_over: false,
     }
 }
 
@@ -37,6 +38,7 @@ fn render(reply: Reply<'_>) -> (u16, String, String) {
         Reply::Static(p) => p.bytes().to_vec(),
         Reply::Dynamic(r) => r.render(false, false).0,
         Reply::Pending(t) => panic!("parked on {t:?}"),
+        other => panic!("not an answer: {other:?}"),
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     // "HTTP/1.1 200 OK": the status is bytes 9..12.

@@ -28,6 +28,9 @@ pub struct RequestContext {
     pub local: SocketAddr,
     /// Which front door the request came through: it decides which rules apply.
     pub door: Door,
+    /// The request already waited as long as it may ([`crate::pending::Ticket::limit`]): a
+    /// hanging GET answers the current value instead of parking again.
+    pub wait_over: bool,
 }
 
 /// The front doors a request can come through. Each is a different service on a real
@@ -88,6 +91,35 @@ pub fn owner(path: &str) -> Owner {
         Some("computeMetadata") | Some("0.1") => Owner::Gce,
         Some(seg) if seg == "latest" || seg == "1.0" || is_aws_date(seg) => Owner::Aws,
         Some(_) => Owner::Unknown,
+    }
+}
+
+/// Azure's scheduled-events JSON for `state` (for tests of the live state).
+#[cfg(test)]
+pub fn azure_events_document(state: &crate::live::azure::AzureEvents) -> String {
+    azure::events_document(state)
+}
+
+/// The answer of an injected status ([`crate::live::faults`]) in the style of the cloud that
+/// owns `path` (`/`: GCE's when the request names GCE, else AWS's), with `Retry-After` when
+/// the rule gives one. No public source shows any of the three sending `Retry-After`; MSAL
+/// assumes 5 s without it.
+pub fn fault_answer(
+    owner: Owner,
+    wants_gce: bool,
+    path: &str,
+    status: u16,
+    retry_after: Option<u32>,
+) -> crate::http::Response {
+    let resp = match owner {
+        Owner::Azure => azure::fault(path, status),
+        Owner::Gce => gce::fault(status, path),
+        Owner::Root if wants_gce => gce::fault(status, path),
+        _ => aws::answers::fault(status),
+    };
+    match retry_after {
+        Some(s) => resp.header("Retry-After", s.to_string()),
+        None => resp,
     }
 }
 

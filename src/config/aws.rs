@@ -71,6 +71,10 @@ pub struct AwsConfig {
     /// ECS container credentials at 169.254.170.2 (the role of `iam`).
     #[serde(default)]
     pub container_credentials: super::doors::ContainerCredentialsConfig,
+    /// Spot interruptions, maintenance events and the Auto Scaling lifecycle state at start
+    /// ([`super::events`]; run by [`crate::live`]).
+    #[serde(default)]
+    pub events: super::events::AwsEvents,
 }
 
 impl Default for AwsConfig {
@@ -86,6 +90,7 @@ impl Default for AwsConfig {
             iam: None,
             tags: TagsConfig::default(),
             container_credentials: Default::default(),
+            events: Default::default(),
         }
     }
 }
@@ -241,6 +246,7 @@ impl AwsConfig {
         if !(1..=64).contains(&self.hop_limit) {
             problems.push(join(at, "hopLimit"), "a hop limit from 1 to 64");
         }
+        self.events.validate(&join(at, "events"), problems);
         let md = join(at, "metaData");
         validate_tree(&self.meta_data, &md, true, problems);
         validate_known_leaves(&self.meta_data, &md, problems);

@@ -109,8 +109,8 @@ pub struct LbInboundRule {
     pub private_ip_address: String,
 }
 
-/// `$.azure.scheduledEvents` [SE]. Served as configured; state changes come later.
-#[derive(Clone, Debug, Deserialize)]
+/// `$.azure.scheduledEvents` [SE]: the document at start; [`crate::live`] runs it from there.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ScheduledEvents {
     #[serde(default = "first_incarnation")]
@@ -132,10 +132,14 @@ fn first_incarnation() -> u64 {
     1
 }
 
-/// One scheduled event; field names as on the wire, camelCased.
-#[derive(Clone, Debug, Deserialize)]
+/// One scheduled event; field names as on the wire, camelCased. The live state it becomes
+/// (Scheduled, then Started at `notBefore` or when approved, then gone after its duration) is
+/// [`crate::live`]'s.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ScheduledEvent {
+    /// Generated (a UUID) when empty.
+    #[serde(default)]
     pub event_id: String,
     pub event_type: String,
     #[serde(default = "virtual_machine")]
@@ -144,7 +148,8 @@ pub struct ScheduledEvent {
     pub resources: Vec<String>,
     #[serde(default = "scheduled")]
     pub event_status: String,
-    /// `"Mon, 19 Sep 2016 18:29:47 GMT"`, or `""` once started.
+    /// `"Mon, 19 Sep 2016 18:29:47 GMT"`, a time relative to the start (`"+5m"`), or `""`:
+    /// at once ([`super::events::When`]).
     #[serde(default)]
     pub not_before: String,
     #[serde(default)]
@@ -414,10 +419,20 @@ impl AzureConfig {
         let mut ids = HashSet::new();
         for (i, e) in self.scheduled_events.events.iter().enumerate() {
             let e_at = index(&at, i);
-            if e.event_id.is_empty() {
-                problems.push(join(&e_at, "eventId"), "a non-empty event id (a UUID)");
-            } else if !ids.insert(e.event_id.to_ascii_lowercase()) {
+            if !e.event_id.is_empty() && !ids.insert(e.event_id.to_ascii_lowercase()) {
                 problems.push(join(&e_at, "eventId"), "an id no other event has");
+            }
+            if !e.not_before.is_empty() && super::events::When::parse(&e.not_before).is_none() {
+                problems.push(
+                    join(&e_at, "notBefore"),
+                    "\"Mon, 19 Sep 2016 18:29:47 GMT\", a time from start such as \"+5m\", or \"\"",
+                );
+            }
+            if e.duration_in_seconds < -1 {
+                problems.push(
+                    join(&e_at, "durationInSeconds"),
+                    "seconds, or -1 when unknown",
+                );
             }
             let one_of = |field: &str, value: &str, allowed: &[&str], problems: &mut Problems| {
                 if !allowed.contains(&value) {

@@ -28,6 +28,24 @@ use serde::Deserialize;
 use super::azure::Secret;
 use super::error::{join, Problems};
 
+/// The doors the command line turns on (`--himds`, `--app-service`, `--legacy-msi`) on top
+/// of the configuration: applied to every configuration loaded, at start, on reload and on
+/// live edits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DoorFlags {
+    pub himds: bool,
+    pub app_service: bool,
+    pub legacy_msi: bool,
+}
+
+impl DoorFlags {
+    pub fn apply(&self, cfg: &mut super::Config) {
+        cfg.azure.himds.enabled |= self.himds;
+        cfg.azure.app_service.enabled |= self.app_service;
+        cfg.azure.legacy_msi.enabled |= self.legacy_msi;
+    }
+}
+
 /// Where Azure Arc keeps HIMDS challenge keys; azure-identity accepts no other directory.
 pub const HIMDS_KEY_DIRECTORY: &str = "/var/opt/azcmagent/tokens";
 

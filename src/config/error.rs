@@ -59,6 +59,14 @@ impl Problems {
         self.found.is_empty()
     }
 
+    /// Moves `other`'s problems here, each `(path, expected)` rewritten by `rebase` (a
+    /// fleet profile's problems go under its path, [`super::fleet`]).
+    pub fn absorb(&mut self, other: Problems, rebase: impl Fn(&str, &str) -> (String, String)) {
+        for (path, expected) in other.found {
+            self.found.push(rebase(&path, &expected));
+        }
+    }
+
     /// Attaches the source name and turns the problems into errors.
     pub fn into_errors(self, file: &str) -> Vec<ConfigError> {
         self.found

@@ -69,6 +69,10 @@ pub struct GceConfig {
     /// `universe/universe-domain`; `googleapis.com` when absent.
     #[serde(default)]
     pub universe_domain: Option<String>,
+    /// Values of `instance/maintenance-event` and `instance/preempted` over time
+    /// ([`super::events`]; run by [`crate::live`]).
+    #[serde(default)]
+    pub events: Vec<super::events::GceEvent>,
 }
 
 /// One service account attached to the instance.
@@ -213,6 +217,7 @@ impl GceConfig {
         self.validate_project(&project_at, problems);
         self.validate_instance(&instance_at, problems);
         self.validate_accounts(&join(at, "serviceAccounts"), problems);
+        super::events::validate_gce_events(&self.events, &join(at, "events"), problems);
         if let Some(u) = &self.universe_domain {
             if !is_hostname(u) {
                 problems.push(

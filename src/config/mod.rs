@@ -3,8 +3,8 @@
 //! Contract: [`load_file`] and [`load_str`] either return a `Config` that every cloud can
 //! render, or every problem found, each naming the file, the JSON path and what was expected
 //! ([`ConfigErrors`]). Nothing downstream re-validates. Three shapes are accepted:
-//! - the native shape `{server, azure, gce, aws, identity}` (a missing cloud section is a
-//!   disabled cloud);
+//! - the native shape `{server, azure, gce, aws, identity, fleet}` (a missing cloud section is
+//!   a disabled cloud; `fleet` holds other instances as patches of this one, [`fleet`]);
 //! - the Go IMDS simulator's file `{tenantID, servicePrincipals, metadata:{compute,network}}`,
 //!   as-is, converted to an Azure-only configuration ([`gosim`]);
 //! - either, with the GCE emulator's environment variables (`GOOGLE_PROJECT_ID`, ...) applied
@@ -17,6 +17,8 @@ pub mod aws;
 pub mod azure;
 pub mod doors;
 pub mod error;
+pub mod events;
+pub mod fleet;
 pub mod gce;
 pub mod gosim;
 pub mod identity;
@@ -29,6 +31,7 @@ use serde_json::Value;
 pub use aws::AwsConfig;
 pub use azure::AzureConfig;
 pub use error::{ConfigError, ConfigErrors, Problems};
+pub use fleet::FleetConfig;
 pub use gce::GceConfig;
 pub use identity::IdentityConfig;
 pub use server::ServerConfig;
@@ -53,6 +56,12 @@ pub struct Config {
     pub aws: AwsConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Other instances on this host, by caller address ([`fleet`]); none when absent.
+    #[serde(default)]
+    pub fleet: FleetConfig,
+    /// Injected failures at start ([`events::FaultConfig`]; run by [`crate::live`]).
+    #[serde(default)]
+    pub faults: Vec<events::FaultConfig>,
 }
 
 /// A lookup of environment variables; `std::env::var` in production, a map in tests.
@@ -96,7 +105,10 @@ pub fn load_str(text: &str, file: &str, env: Env<'_>) -> Result<Config, ConfigEr
             format!("valid JSON ({e})"),
         )
     })?;
-    let mut config = if gosim::is_gosim(&value) {
+    let native = !gosim::is_gosim(&value);
+    // Fleet profiles are patches of the document as written ([`fleet::resolve`]).
+    let document = (native && value.get("fleet").is_some()).then(|| value.clone());
+    let mut config = if !native {
         gosim::convert(value, env).map_err(|p| ConfigErrors(p.into_errors(file)))?
     } else {
         serde_path_to_error::deserialize::<_, Config>(value).map_err(|e| {
@@ -116,6 +128,10 @@ pub fn load_str(text: &str, file: &str, env: Env<'_>) -> Result<Config, ConfigEr
     }
     let mut problems = Problems::new();
     config.validate(&mut problems);
+    if let Some(document) = document.filter(|_| problems.is_empty()) {
+        // Only over a valid base: its problems would be every profile's too.
+        fleet::resolve(&document, &mut config, env, &mut problems);
+    }
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -131,6 +147,8 @@ impl Config {
         self.gce.validate("$.gce", problems);
         self.aws.validate("$.aws", problems);
         self.identity.validate("$.identity", problems);
+        self.fleet.validate("$.fleet", problems);
+        events::validate_faults(&self.faults, "$.faults", problems);
     }
 }
 

@@ -47,7 +47,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::hosts::{HostsBlock, HostsError, HostsFile};
@@ -334,6 +334,19 @@ impl HostGuard {
         Ok(path)
     }
 
+    /// Names the metrics endpoint in the record (saved), so `imds-tun status` finds it.
+    pub fn record_metrics(&mut self, addr: std::net::SocketAddr) -> Result<(), HostError> {
+        self.record.metrics = Some(addr);
+        self.save()
+    }
+
+    /// Names the control socket in the record (saved) before it is bound, so that teardown
+    /// and `down` remove it.
+    pub fn record_control_socket(&mut self, path: &Path) -> Result<(), HostError> {
+        self.record.control_socket = Some(path.to_path_buf());
+        self.save()
+    }
+
     fn save(&self) -> Result<(), HostError> {
         self.record
             .save(&self.paths.state_dir)
@@ -385,6 +398,17 @@ fn undo_record(
 ) -> TeardownReport {
     let mut r = TeardownReport::default();
     let dev = &record.device;
+    if let Some(socket) = &record.control_socket {
+        match std::fs::remove_file(socket) {
+            Ok(()) => r
+                .undone
+                .push(format!("control socket {}", socket.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => r
+                .failed
+                .push(format!("control socket {}: {e}", socket.display())),
+        }
+    }
     if let Some(journal) = &record.himds_journal {
         match crate::doors::journal::undo(journal) {
             Ok(lines) => r.undone.extend(lines),

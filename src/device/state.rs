@@ -66,6 +66,13 @@ pub struct Record {
     /// opens, so `down` finds it after a crash.
     #[serde(default)]
     pub himds_journal: Option<PathBuf>,
+    /// Where the metrics endpoint listens (`--metrics`), for `imds-tun status`. Nothing to
+    /// undo: the listener dies with the process.
+    #[serde(default)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The control socket ([`crate::control`]), named here before it is bound.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
 }
 
 pub const RECORD_VERSION: u32 = 1;

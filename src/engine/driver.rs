@@ -52,6 +52,7 @@ pub fn run<D: Device>(engine: &mut Engine<D>, stop: &Stop) -> std::io::Result<()
         engine.handle_wakeup(now, wall);
         engine.handle_timeout(now);
         engine.flush(now);
+        engine.handle_flushed(Instant::now());
         if read == super::BATCH {
             continue; // more may be waiting: no sleep
         }

@@ -4,16 +4,23 @@
 //! Contract: [`Engine`] owns one device (one TUN queue) and the connections the kernel steers
 //! to it. It is driven with time passed in: [`Engine::handle_ready`] drains up to a batch of
 //! packets and answers every request they complete, [`Engine::handle_timeout`] runs TCP
-//! timers, [`Engine::flush`] writes every pending segment (one writev each), and
-//! [`Engine::poll_at`] says when to come back. A request answered
+//! timers, [`Engine::flush`] writes every pending segment (one writev each),
+//! [`Engine::handle_flushed`] records the answered requests' latency and publishes the
+//! counters ([`crate::metrics`]), and [`Engine::poll_at`] says when to come back. A request answered
 //! [`crate::http::Reply::Pending`] parks its connection (see [`crate::pending`]);
 //! [`Engine::handle_wakeup`] answers it when the engine's wake-up eventfd says its ticket is
-//! done, or with the error at its deadline, while every other connection is served as usual. [`driver`] is the thin blocking loop around it
+//! done, or at its deadline (the error for a token flight, the current value for a hanging
+//! GET), while every other connection is served as usual. A parked request is a ticket in
+//! its connection's state, held from TCP's header and idle timeouts: thousands cost only
+//! their connections. [`driver`] is the thin blocking loop around it
 //! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
 //!
+//! A caller that the configuration's fleet refuses ([`crate::fleet`]) is reset when its first
+//! bytes arrive.
+//!
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
-//! lookup and one device write of header + snapshot slice; nothing on that path allocates or
-//! copies the response. A malformed packet costs only itself (counted); a bad request costs
+//! lookup (with a fleet, one lookup of the caller's profile) and one device write of header +
+//! snapshot slice; nothing on that path allocates or copies the response. A malformed packet costs only itself (counted); a bad request costs
 //! only its connection. A connection holds less than twice
 //! [`crate::http::exchange::MAX_OUTPUT`] of unacknowledged responses (plus one response):
 //! further pipelined requests wait, unread, in its receive buffer until the client reads.
@@ -28,9 +35,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cloud::{Door, RequestContext};
+use crate::control::status::FrontStats;
 use crate::device::{Device, MAX_PACKET};
-use crate::http::exchange::{respond_all, Outgoing, MAX_OUTPUT};
-use crate::pending::{Ticket, Wake, PARK_LIMIT};
+use crate::http::exchange::{respond_all_with, Outgoing, MAX_OUTPUT};
+use crate::http::DropKind;
+use crate::metrics::answered::Answered;
+use crate::metrics::{EngineSlot, Observer};
+use crate::pending::{Ticket, Wake};
 use crate::snapshot::SnapshotCell;
 use crate::tcp::{ConnId, ConnTable, TcpConfig};
 use crate::wire::{self, Malformed, Packet};
@@ -65,12 +76,35 @@ pub struct Exchange {
     /// are read on this connection.
     closing: bool,
     /// The first unanswered request waits on this ticket until the deadline; it and the
-    /// bytes after it stay in the receive buffer.
+    /// bytes after it stay in the receive buffer, held from TCP's header and idle timeouts.
     parked: Option<(Ticket, std::time::Instant)>,
     /// Requests wait in the receive buffer because [`MAX_OUTPUT`] of responses are queued and
     /// unacknowledged (a client pipelining without reading): answered again once the send
     /// queue drains below it.
     backlogged: bool,
+    /// An answer injected latency holds back until its time; nothing after it is answered
+    /// before it is sent.
+    held: Option<Held>,
+}
+
+/// An answer waiting for its time ([`crate::http::Reply::Later`]).
+#[derive(Debug)]
+struct Held {
+    out: Outgoing,
+    at: std::time::Instant,
+    /// The connection closes after it (`Connection: close`).
+    close: bool,
+}
+
+/// How a request is being answered: for the first time, or re-run after it was parked.
+#[derive(Clone, Copy, Debug)]
+struct Rerun {
+    /// The deadline of its first park: parking the same request again keeps it.
+    deadline: std::time::Instant,
+    /// The deadline has passed: a hanging GET answers now.
+    over: bool,
+    /// When the request's bytes were read (its first park began then): latency counts from it.
+    arrival: std::time::Instant,
 }
 
 /// A monotonic clock origin, so TCP's microsecond [`crate::tcp::Instant`] can be derived from
@@ -107,11 +141,21 @@ pub struct Engine<D: Device> {
     out: Vec<Outgoing>,
     /// Connections with a parked request (see [`crate::pending`]).
     parked: Vec<ConnId>,
+    /// The earliest deadline of the parked requests (kept so that `poll_at` and
+    /// `handle_wakeup` cost nothing per loop while thousands of hanging GETs wait).
+    parked_until: Option<std::time::Instant>,
+    /// What `ctl status` reads: this thread's own counters (no cache line shared).
+    stats: Arc<FrontStats>,
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
     /// Connections with requests held back by the output bound (see [`Exchange`]).
     backlogged: Vec<ConnId>,
+    /// Where answered requests are counted and logged, and this thread's counters published
+    /// ([`Engine::export`]); `None` in tests that do not look.
+    observer: Option<(Observer, Arc<EngineSlot>)>,
+    /// Requests answered since the last [`Engine::handle_flushed`] (capacity reused).
+    answered: Vec<Answered>,
 }
 
 impl<D: Device> Engine<D> {
@@ -133,8 +177,28 @@ impl<D: Device> Engine<D> {
             echo: vec![0u8; MAX_PACKET].into_boxed_slice(),
             out: Vec::with_capacity(8),
             parked: Vec::new(),
+            parked_until: None,
+            stats: Arc::new(FrontStats::default()),
             wakeup: None,
             backlogged: Vec::new(),
+            observer: None,
+            answered: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Counts and logs every answered request through `observer`, and publishes this
+    /// engine's TCP and packet counters to `slot` at each [`Engine::handle_flushed`].
+    pub fn export(&mut self, observer: Observer, slot: Arc<EngineSlot>) {
+        self.observer = Some((observer, slot));
+    }
+
+    /// The responses queued so far were written at `done`: records their requests' latency
+    /// (and access log lines) and publishes the counters. The driver calls it after
+    /// [`Engine::flush`].
+    pub fn handle_flushed(&mut self, done: std::time::Instant) {
+        if let Some((observer, slot)) = &self.observer {
+            observer.finish(&mut self.answered, done);
+            slot.publish(self.tcp.counters(), &self.counters, self.tcp.class_counts());
         }
     }
 
@@ -143,36 +207,69 @@ impl<D: Device> Engine<D> {
         self.wakeup.as_ref().map(|w| w.fd())
     }
 
-    /// Re-runs every parked request whose ticket is done, and answers the error for those
-    /// parked past their deadline ([`PARK_LIMIT`]). Costs nothing while none is parked.
+    /// Re-runs every parked request whose ticket is done, and those whose deadline passed (a
+    /// token flight then fails; a hanging GET answers its current value). Costs nothing while
+    /// none is parked, and only an eventfd read while none is due.
     pub fn handle_wakeup(&mut self, now: std::time::Instant, wall: SystemTime) {
         if self.parked.is_empty() {
             return;
         }
-        if let Some(w) = &self.wakeup {
-            w.drain();
+        let signalled = self.wakeup.as_ref().is_some_and(|w| w.drain());
+        if !signalled && self.parked_until.is_none_or(|at| at > now) {
+            return;
         }
         let parked = std::mem::take(&mut self.parked);
+        self.parked_until = None;
         for id in parked {
             let Some(app) = self.tcp.app_mut(id) else {
                 continue; // the connection is gone
             };
-            let ready = match &app.parked {
+            if let Some(held) = app.held.take_if(|h| h.at <= now) {
+                self.tcp.hold(id, false, self.clock.tcp(now));
+                self.release(id, held, now, wall);
+                continue;
+            }
+            if let Some(at) = app.held.as_ref().map(|h| h.at) {
+                self.parked.push(id);
+                self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                continue;
+            }
+            let rerun = match &app.parked {
                 None => continue,
-                Some((ticket, _)) if ticket.is_done() => true,
+                Some((ticket, deadline)) if ticket.is_done() => Rerun {
+                    deadline: *deadline,
+                    over: *deadline <= now,
+                    arrival: deadline.checked_sub(ticket.limit()).unwrap_or(now),
+                },
                 Some((ticket, deadline)) if *deadline <= now => {
                     ticket.time_out();
-                    true
+                    Rerun {
+                        deadline: *deadline,
+                        over: true,
+                        arrival: deadline.checked_sub(ticket.limit()).unwrap_or(now),
+                    }
                 }
-                Some(_) => false,
+                Some((_, deadline)) => {
+                    let at = *deadline;
+                    self.parked.push(id);
+                    self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                    continue;
+                }
             };
-            if ready {
-                app.parked = None;
-                self.answer(id, now, wall);
-            } else {
-                self.parked.push(id);
-            }
+            app.parked = None;
+            self.tcp.hold(id, false, self.clock.tcp(now));
+            self.answer(id, now, wall, Some(rerun));
         }
+    }
+
+    /// Requests parked now (hanging GETs, token fetches), over all connections.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// The counters this engine publishes for `ctl status`.
+    pub fn stats(&self) -> &Arc<FrontStats> {
+        &self.stats
     }
 
     pub fn counters(&self) -> &EngineCounters {
@@ -224,7 +321,7 @@ impl<D: Device> Engine<D> {
             };
             if drained {
                 app.backlogged = false;
-                self.answer(id, now, wall);
+                self.answer(id, now, wall, None);
             } else {
                 self.backlogged.push(id);
             }
@@ -249,8 +346,11 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Writes every pending segment.
+    /// Writes every pending segment, and publishes the connection and parked counts.
     pub fn flush(&mut self, now: std::time::Instant) {
+        let (half_open, established, _) = self.tcp.class_counts();
+        self.stats.set_connections((half_open + established) as u64);
+        self.stats.set_parked(self.parked.len() as u64);
         let t = self.clock.tcp(now);
         let device = &mut self.device;
         let counters = &mut self.counters;
@@ -267,12 +367,7 @@ impl<D: Device> Engine<D> {
     /// When the engine next has something to do without new packets.
     pub fn poll_at(&self) -> Option<std::time::Instant> {
         let tcp = self.tcp.poll_at().map(|t| self.clock.std(t));
-        let parked = self
-            .parked
-            .iter()
-            .filter_map(|id| self.tcp.app(*id)?.parked.as_ref().map(|(_, at)| *at))
-            .min();
-        [tcp, self.device.poll_at(), parked]
+        [tcp, self.device.poll_at(), self.parked_until]
             .into_iter()
             .flatten()
             .min()
@@ -289,7 +384,7 @@ impl<D: Device> Engine<D> {
         match packet {
             Packet::Tcp(seg) => {
                 if let Some(id) = self.tcp.handle_segment(self.clock.tcp(now), &seg) {
-                    self.answer(id, now, wall);
+                    self.answer(id, now, wall, None);
                 }
             }
             Packet::EchoRequest(req) => {
@@ -320,15 +415,22 @@ impl<D: Device> Engine<D> {
 
     /// Answers every complete request buffered on `id`, and closes when HTTP says so or the
     /// peer has finished sending. A parked connection is left alone until its ticket is done
-    /// ([`Engine::handle_wakeup`]).
-    fn answer(&mut self, id: ConnId, now: std::time::Instant, wall: SystemTime) {
+    /// ([`Engine::handle_wakeup`]), which re-runs it with `rerun`. `now` is when the
+    /// request's bytes were read, for a first run.
+    fn answer(
+        &mut self,
+        id: ConnId,
+        now: std::time::Instant,
+        wall: SystemTime,
+        rerun: Option<Rerun>,
+    ) {
         let Some((local, peer)) = self.tcp.endpoints(id) else {
             return;
         };
         if self
             .tcp
             .app(id)
-            .is_some_and(|a| a.parked.is_some() || a.backlogged)
+            .is_some_and(|a| a.parked.is_some() || a.held.is_some() || a.backlogged)
         {
             return;
         }
@@ -348,21 +450,76 @@ impl<D: Device> Engine<D> {
         }
         let data = self.tcp.recv_data(id);
         if !data.is_empty() {
-            let snapshot = self.cell.load();
+            let current = self.cell.load();
+            let Some(snapshot) = current.for_peer(peer.ip()) else {
+                // A caller no fleet profile knows, refused (crate::fleet): a reset.
+                self.tcp.abort(id);
+                return;
+            };
             let limits = snapshot.config.server.limits();
             let ctx = RequestContext {
                 now: wall,
                 peer,
                 local,
                 door: Door::at_address(local.ip()),
+                wait_over: rerun.is_some_and(|r| r.over),
             };
-            let progress = respond_all(data, &snapshot, &ctx, &limits, &mut self.out);
+            let stats = &self.stats;
+            let respond = |request: &crate::http::Request<'_>| {
+                stats.counted(request.path, snapshot.respond(request, &ctx))
+            };
+            let progress = match &self.observer {
+                Some((observer, _)) => {
+                    let arrival = rerun.map_or(now, |r| r.arrival);
+                    let mut sink = observer.sink(
+                        &mut self.out,
+                        &mut self.answered,
+                        ctx.door,
+                        peer,
+                        (arrival, wall),
+                    );
+                    respond_all_with(data, &limits, &mut sink, respond)
+                }
+                None => respond_all_with(data, &limits, &mut self.out, respond),
+            };
+            snapshot.count_answered(progress.answered);
             self.counters.requests += progress.answered as u64;
             self.tcp.consume(id, progress.consumed);
+            let mut held = None;
             for o in self.out.drain(..) {
+                if let Some(delay) = o.delay {
+                    held = Some(Held {
+                        out: o,
+                        at: now + delay,
+                        close: progress.close,
+                    });
+                    break;
+                }
                 if self.tcp.send(id, o.bytes, o.sum, o.ip_ttl).is_err() {
                     break;
                 }
+            }
+            if let Some(held) = held {
+                // Sent by `handle_wakeup` at its time; the close (if any) after it. TCP's
+                // idle and header timeouts wait meanwhile, as for a parked request.
+                let at = held.at;
+                if let Some(app) = self.tcp.app_mut(id) {
+                    app.held = Some(held);
+                    self.parked.push(id);
+                    self.parked_until = Some(self.parked_until.map_or(at, |t| t.min(at)));
+                    self.tcp.hold(id, true, self.clock.tcp(now));
+                }
+                return;
+            }
+            if let Some(kind) = progress.drop {
+                if let Some(app) = self.tcp.app_mut(id) {
+                    app.closing = true;
+                }
+                match kind {
+                    DropKind::Reset => self.tcp.abort(id),
+                    DropKind::Close => self.tcp.close(id),
+                }
+                return;
             }
             if progress.close {
                 if let Some(app) = self.tcp.app_mut(id) {
@@ -374,7 +531,9 @@ impl<D: Device> Engine<D> {
                 return;
             }
             if let Some(ticket) = progress.pending {
-                self.park(id, ticket, now);
+                // The same request parking again keeps its first deadline.
+                let keep = rerun.filter(|_| progress.answered == 0).map(|r| r.deadline);
+                self.park(id, ticket, now, keep);
                 // The parked request is complete: a FIN after it does not end the exchange.
                 return;
             }
@@ -391,8 +550,31 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Holds `id`'s first unanswered request until `ticket` is done or [`PARK_LIMIT`] passes.
-    fn park(&mut self, id: ConnId, ticket: Ticket, now: std::time::Instant) {
+    /// Sends an answer whose time has come, then closes or answers what followed it.
+    fn release(&mut self, id: ConnId, held: Held, now: std::time::Instant, wall: SystemTime) {
+        let o = held.out;
+        let _ = self.tcp.send(id, o.bytes, o.sum, o.ip_ttl);
+        if held.close {
+            if let Some(app) = self.tcp.app_mut(id) {
+                app.closing = true;
+            }
+            self.tcp.close(id);
+            let rest = self.tcp.recv_data(id).len();
+            self.tcp.consume(id, rest);
+        } else {
+            self.answer(id, now, wall, None);
+        }
+    }
+
+    /// Holds `id`'s first unanswered request until `ticket` is done or its deadline passes:
+    /// `keep`, else the ticket's limit from now.
+    fn park(
+        &mut self,
+        id: ConnId,
+        ticket: Ticket,
+        now: std::time::Instant,
+        keep: Option<std::time::Instant>,
+    ) {
         if self.wakeup.is_none() {
             match EventFd::new() {
                 Ok(fd) => self.wakeup = Some(Arc::new(fd)),
@@ -404,9 +586,12 @@ impl<D: Device> Engine<D> {
             let waker: Arc<dyn Wake> = w.clone();
             ticket.on_done(&waker);
         }
+        let deadline = keep.unwrap_or(now + ticket.limit());
         if let Some(app) = self.tcp.app_mut(id) {
-            app.parked = Some((ticket, now + PARK_LIMIT));
+            app.parked = Some((ticket, deadline));
             self.parked.push(id);
+            self.parked_until = Some(self.parked_until.map_or(deadline, |t| t.min(deadline)));
+            self.tcp.hold(id, true, self.clock.tcp(now));
         }
     }
 

@@ -5,7 +5,9 @@
 //! killed instead, `imds-tun down` or the next `up` undoes it from the record. It prints one
 //! line when the metadata address answers. SIGHUP reloads the configuration file: the new
 //! one is validated and rendered in full before it replaces the snapshot, and an invalid one
-//! leaves the running snapshot in place.
+//! leaves the running snapshot in place. The control socket (`<state-dir>/ctl.sock`, or
+//! `--ctl`; [`crate::control`]) is recorded before it is bound and removed on exit; SIGHUP and
+//! `ctl reload` are the same [`Control::reload`].
 //!
 //! The token doors on kernel sockets (HIMDS, App Service, legacy MSI; [`crate::doors`]) run
 //! beside the engine threads on a small runtime; their env lines follow the ready line and what
@@ -24,9 +26,14 @@ use nix::sys::signal::{SigSet, Signal};
 
 use super::driver::{self, Stop};
 use super::Engine;
-use crate::config::{self, Config};
+use crate::config::doors::DoorFlags;
+use crate::config::Config;
+use crate::control::server::ControlSocket;
+use crate::control::{Control, ControlError};
 use crate::device::{Device, Fault, FaultConfig, HostError, HostSetup, Paths, Pcap, Plan};
 use crate::doors::{DoorError, Doors};
+use crate::metrics::{self, Observer};
+use crate::notify;
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use crate::tcp::TcpConfig;
 
@@ -48,7 +55,16 @@ pub struct UpOptions {
     pub paths: Paths,
     /// The configuration file, re-read on SIGHUP; `None` for the embedded default.
     pub config_file: Option<PathBuf>,
+    /// The metrics endpoint already listening, named in the record for `imds-tun status`.
+    pub metrics: Option<SocketAddr>,
+    /// The doors the command line turned on, kept on every reload and live edit.
+    pub doors: DoorFlags,
+    /// The control socket; `None` for `<state-dir>/ctl.sock`.
+    pub ctl: Option<PathBuf>,
 }
+
+/// The control socket's file name in the state directory.
+pub const CTL_SOCKET: &str = "ctl.sock";
 
 /// Why `up` failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +84,13 @@ pub enum UpError {
     NotPrivileged,
     #[error(transparent)]
     Doors(#[from] DoorError),
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control: {0}")]
+    ControlState(#[from] ControlError),
     #[error("engine thread {queue} failed: {message}")]
     Engine { queue: usize, message: String },
 }
@@ -87,9 +110,20 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     let plan = plan(&snapshot.config, &opts);
     let tcp = tcp_config(&snapshot.config, &plan.routes);
     let mut guard = HostSetup::apply(&plan)?;
+    if let Some(addr) = opts.metrics {
+        if let Err(e) = guard.record_metrics(addr) {
+            let _ = guard.teardown();
+            return Err(e.into());
+        }
+    }
     let queues = guard.take_queues();
     let config = Arc::clone(&snapshot.config);
     let cell = Arc::new(SnapshotCell::new(snapshot));
+    // Moves events along in time (it inherits the blocked signals; it ends with the process).
+    if let Err(e) = crate::live::ticker::spawn(&cell) {
+        let _ = guard.teardown();
+        return Err(e.into());
+    }
     // The token doors on kernel sockets (HIMDS, App Service, legacy MSI) run on a small
     // runtime of their own; its threads inherit the blocked signals.
     let himds_journal = if config.azure.enabled && config.azure.himds.enabled {
@@ -105,6 +139,43 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     };
     let doors = match open_doors(&config, &keys, &cell, himds_journal) {
         Ok(d) => d,
+        Err(e) => {
+            let _ = guard.teardown();
+            return Err(e);
+        }
+    };
+    let control = match Control::new(
+        "up",
+        Arc::clone(&cell),
+        keys.clone(),
+        opts.doors,
+        opts.config_file.clone(),
+    ) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            let _ = guard.teardown();
+            return Err(e.into());
+        }
+    };
+    if let Some((d, _)) = &doors {
+        control.add_front(Arc::clone(d.stats()));
+    }
+    let ctl_path = opts
+        .ctl
+        .clone()
+        .unwrap_or_else(|| opts.paths.state_dir.join(CTL_SOCKET));
+    let ctl_socket = match guard
+        .record_control_socket(&ctl_path)
+        .map_err(UpError::from)
+        .and_then(|()| {
+            ControlSocket::bind(&ctl_path, Arc::clone(&control)).map_err(|source| {
+                UpError::Control {
+                    path: ctl_path.clone(),
+                    source,
+                }
+            })
+        }) {
+        Ok(s) => s,
         Err(e) => {
             let _ = guard.teardown();
             return Err(e);
@@ -140,11 +211,22 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
             }
         };
         let mut engine = Engine::new(device, tcp.clone(), isn_key, Arc::clone(&cell), started);
+        engine.export(Observer::new(), metrics::global().engine_slot());
+        control.add_front(Arc::clone(engine.stats()));
         let stop = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name(format!("imds-tun-q{i}"))
             .spawn(move || {
-                let result = driver::run(&mut engine, &stop).map_err(|e| e.to_string());
+                // A panic (a bug) must not leave the host half-served: it is caught here and
+                // handled as a failure, so the main thread restores the host (Cargo.toml's
+                // release profile says why unwinding).
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    driver::run(&mut engine, &stop)
+                }));
+                let result = match run {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("panicked (the message is above)".to_string()),
+                };
                 // What this queue did, for post-mortems of soaks and incidents: the engine's
                 // packet counts and every TCP drop/reset/retransmission reason.
                 let (half_open, established, time_wait) = engine.tcp().class_counts();
@@ -184,11 +266,28 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         }
     }
 
-    while signals.wait()? == Signal::SIGHUP {
-        reload(&cell, &opts, &keys);
+    if notify::enabled() {
+        // systemd's "started" must mean "answering": ask the metadata address ourselves.
+        match answers(METADATA_V4, READINESS_LIMIT) {
+            Ok(()) => notify::notify_or_log("READY=1"),
+            Err(e) => tracing::error!(
+                "{METADATA_V4}:80 does not answer through {} ({e}); not telling systemd we are ready",
+                guard.device()
+            ),
+        }
     }
 
+    while signals.wait()? == Signal::SIGHUP {
+        notify::notify_or_log(&notify::reloading_message());
+        // Logged by `reload` itself, success or failure.
+        let _ = control.reload();
+        notify::notify_or_log("READY=1");
+    }
+    notify::notify_or_log("STOPPING=1");
+    drop(ctl_socket);
+
     stop.raise();
+    crate::fleet::log_counts(&cell.load());
     let mut failure = None;
     for (queue, t) in threads.into_iter().enumerate() {
         match t.join() {
@@ -215,6 +314,38 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// How long `up` waits for its own readiness request to be answered.
+const READINESS_LIMIT: Duration = Duration::from_secs(10);
+
+/// Asks `GET /imds-tun/jwks` (answered whatever clouds are on) at `addr`:80 until a 200
+/// comes back or `limit` passes: the kernel routes it into the TUN device like any caller's.
+fn answers(addr: Ipv4Addr, limit: Duration) -> std::io::Result<()> {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    let target = SocketAddr::from((addr, 80));
+    loop {
+        let attempt = (|| {
+            let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.write_all(
+                b"GET /imds-tun/jwks HTTP/1.1\r\nHost: imds-tun-readiness\r\nConnection: close\r\n\r\n",
+            )?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)?;
+            if &head == b"HTTP/1.1 200" {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("unexpected answer"))
+            }
+        })();
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
@@ -275,26 +406,6 @@ fn tcp_config(config: &Config, routes: &[IpAddr]) -> TcpConfig {
         max_established: config.server.max_connections,
         max_half_open: config.server.max_half_open,
         ..TcpConfig::default()
-    }
-}
-
-/// Re-reads the configuration file and swaps the snapshot, or keeps the old one and says why.
-fn reload(cell: &SnapshotCell, opts: &UpOptions, keys: &Keys) {
-    let Some(path) = &opts.config_file else {
-        tracing::info!("SIGHUP: running on the embedded default; nothing to reload");
-        return;
-    };
-    let source = path.display().to_string();
-    let result = config::load_file(path, &config::process_env)
-        .and_then(|c| Snapshot::build(c, keys, &source));
-    match result {
-        Ok(s) => {
-            cell.replace(s);
-            tracing::info!("reloaded {source}");
-        }
-        Err(e) => tracing::error!(
-            "reload of {source} failed, still serving the previous configuration:\n{e}"
-        ),
     }
 }
 

@@ -14,12 +14,17 @@
 //! makes the server hold less than 2 x [`MAX_OUTPUT`] of responses (plus one response) per
 //! connection; the unread requests stay in the receive buffer, which closes the client's
 //! window (our TCP) or fills its socket buffer (`serve`).
+//!
+//! Injected failures ([`crate::live::faults`]): a [`Reply::Later`] answer is pushed with
+//! [`Outgoing::delay`] and ends the loop (the front door sends it, and reads on, only after
+//! the delay); a [`Reply::Drop`] pushes nothing, ends the loop and sets [`Progress::drop`]
+//! (the front door ends the connection without answering, after what was answered before).
 
 use bytes::Bytes;
 
 use super::parse::{header_array, parse_request, HttpError, Limits, Parsed};
 use super::request::{Method, Request};
-use super::response::{Reply, Response};
+use super::response::{DropKind, Reply, Response};
 use crate::cloud::RequestContext;
 use crate::pending::Ticket;
 use crate::snapshot::Snapshot;
@@ -37,11 +42,18 @@ pub struct Outgoing {
     pub sum: Option<PartialSum>,
     /// IP TTL / hop limit to send it with, when not the default.
     pub ip_ttl: Option<u8>,
+    /// Send it (and anything after it) only this much later.
+    pub delay: Option<std::time::Duration>,
 }
 
 /// Where responses go; a transport queues or writes them.
 pub trait Sink {
     fn push(&mut self, out: Outgoing);
+
+    /// Told once per answered request, just before its response is pushed: the request
+    /// (`None` when it could not be parsed) and the status answered. Front doors count and log
+    /// here ([`crate::metrics::answered`]); the default ignores it.
+    fn answered(&mut self, _request: Option<&Request<'_>>, _status: u16) {}
 }
 
 impl Sink for Vec<Outgoing> {
@@ -65,6 +77,8 @@ pub struct Progress {
     /// Answering stopped at [`MAX_OUTPUT`] with complete requests possibly left in the buffer:
     /// call again once the responses are written (or queued below [`MAX_OUTPUT`]).
     pub more: bool,
+    /// End the connection this way, without answering the last request (consumed).
+    pub drop: Option<DropKind>,
 }
 
 /// Answers every complete request at the start of `buf` from `snapshot`.
@@ -92,6 +106,7 @@ pub fn respond_all_with<'s>(
         close: false,
         pending: None,
         more: false,
+        drop: None,
     };
     let sink = &mut CountingSink {
         inner: sink,
@@ -108,30 +123,58 @@ pub fn respond_all_with<'s>(
             Ok(Parsed::Complete { request, len }) => {
                 let close = request.wants_close();
                 let head_only = request.method == Method::Head;
-                match respond(&request) {
+                let (reply, delay) = match respond(&request) {
+                    Reply::Later(d, inner) => (*inner, Some(d)),
+                    reply => (reply, None),
+                };
+                match reply {
                     Reply::Static(pre) => {
-                        let (bytes, sum) = pre.wire(close, head_only);
-                        sink.push(Outgoing {
-                            bytes,
-                            sum,
-                            ip_ttl: None,
-                        });
+                        sink.answered(Some(&request), pre.status());
+                        push_prebuilt(sink, pre, close, head_only, delay);
                     }
-                    Reply::Dynamic(resp) => push_dynamic(sink, &resp, close, head_only),
+                    Reply::Shared(pre) => {
+                        sink.answered(Some(&request), pre.status());
+                        push_prebuilt(sink, &pre, close, head_only, delay);
+                    }
+                    Reply::Dynamic(resp) => {
+                        sink.answered(Some(&request), resp.status);
+                        push_dynamic(sink, &resp, close, head_only, delay);
+                    }
                     Reply::Pending(ticket) => {
                         progress.pending = Some(ticket);
+                        break;
+                    }
+                    Reply::Later(d, _) => {
+                        // Not produced (a fault wraps a cloud's answer once); answered as a
+                        // failure of the server rather than guessed at.
+                        let resp = Response::new(500).body("nested delay\n");
+                        sink.answered(Some(&request), resp.status);
+                        push_dynamic(sink, &resp, true, head_only, Some(d));
+                        progress.close = true;
+                    }
+                    Reply::Drop(kind) => {
+                        // No status was sent: counted and logged as 0.
+                        sink.answered(Some(&request), 0);
+                        progress.consumed += len;
+                        progress.drop = Some(kind);
+                        progress.close = true;
                         break;
                     }
                 }
                 progress.consumed += len;
                 progress.answered += 1;
-                if close {
+                if close || progress.close {
                     progress.close = true;
+                    break;
+                }
+                if delay.is_some() {
                     break;
                 }
             }
             Err(e) => {
-                push_dynamic(sink, &error_response(e), true, false);
+                let resp = error_response(e);
+                sink.answered(None, resp.status);
+                push_dynamic(sink, &resp, true, false, None);
                 progress.close = true;
                 break;
             }
@@ -159,13 +202,40 @@ impl<S: Sink> Sink for CountingSink<'_, S> {
         self.bytes += out.bytes.len();
         self.inner.push(out);
     }
+
+    fn answered(&mut self, request: Option<&Request<'_>>, status: u16) {
+        self.inner.answered(request, status);
+    }
 }
 
-fn push_dynamic(sink: &mut impl Sink, resp: &Response, close: bool, head_only: bool) {
+fn push_prebuilt(
+    sink: &mut impl Sink,
+    pre: &super::response::Prebuilt,
+    close: bool,
+    head_only: bool,
+    delay: Option<std::time::Duration>,
+) {
+    let (bytes, sum) = pre.wire(close, head_only);
+    sink.push(Outgoing {
+        bytes,
+        sum,
+        ip_ttl: None,
+        delay,
+    });
+}
+
+fn push_dynamic(
+    sink: &mut impl Sink,
+    resp: &Response,
+    close: bool,
+    head_only: bool,
+    delay: Option<std::time::Duration>,
+) {
     let (bytes, _) = resp.render(close, head_only);
     sink.push(Outgoing {
         bytes: Bytes::from(bytes),
         sum: None,
         ip_ttl: resp.ip_ttl,
+        delay,
     });
 }

@@ -17,4 +17,4 @@ pub mod response;
 
 pub use parse::{parse_request, HttpError, Limits, Parsed};
 pub use request::{Method, Request};
-pub use response::{Prebuilt, Reply, Response};
+pub use response::{DropKind, Prebuilt, Reply, Response};

@@ -24,11 +24,30 @@ pub enum Reply<'s> {
     /// front door keeps the request and re-runs it when the ticket is done
     /// ([`crate::pending`]).
     Pending(crate::pending::Ticket),
+    /// Pre-serialised bytes that outlive no snapshot but are shared (a live document rendered
+    /// once per change): handing it out is reference-count increments, no allocation.
+    Shared(Prebuilt),
+    /// This answer, sent this much later (an injected latency). The request is answered now
+    /// and its bytes wait off the packet path; nothing after it on the connection is
+    /// answered before they are sent.
+    Later(std::time::Duration, Box<Reply<'s>>),
+    /// No answer: the connection ends (an injected failure).
+    Drop(DropKind),
+}
+
+/// How a connection ends without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropKind {
+    /// RST: the client sees "connection reset by peer".
+    Reset,
+    /// FIN without an answer: the client sees the server close the connection.
+    Close,
 }
 
 /// A response rendered once for both connection modes.
 #[derive(Clone, Debug)]
 pub struct Prebuilt {
+    status: u16,
     keep_alive: Rendered,
     close: Rendered,
 }
@@ -65,6 +84,11 @@ impl Prebuilt {
         } else {
             (r.bytes.clone(), Some(r.sum))
         }
+    }
+
+    /// The status code (for metrics and the access log).
+    pub fn status(&self) -> u16 {
+        self.status
     }
 
     /// The keep-alive bytes, for tests and golden files.
@@ -151,6 +175,7 @@ impl Response {
         let (ka, ka_head) = self.render(false, false);
         let (cl, cl_head) = self.render(true, false);
         Prebuilt {
+            status: self.status,
             keep_alive: Rendered::new(ka, ka_head),
             close: Rendered::new(cl, cl_head),
         }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use super::keys::IdentityKeys;
-use super::source::NoToken;
+use super::source::{IssueCounts, NoToken};
 
 /// New credentials every hour.
 pub const DEFAULT_ROTATE_EVERY: u64 = 3600;
@@ -57,6 +57,9 @@ impl fmt::Debug for Credentials {
 /// Where a role's credentials come from.
 pub trait CredentialSource: Send + Sync + fmt::Debug {
     fn credentials(&self, now: u64) -> Result<Credentials, NoToken>;
+
+    /// Where its credentials come from (see [`crate::identity::TokenSource::source_kind`]).
+    fn source_kind(&self) -> &'static str;
 }
 
 /// A source with its audit line.
@@ -64,19 +67,25 @@ pub trait CredentialSource: Send + Sync + fmt::Debug {
 pub struct CredentialIssuer {
     role: String,
     source: Box<dyn CredentialSource>,
+    counts: IssueCounts,
 }
 
 impl CredentialIssuer {
     pub fn new(role: &str, source: Box<dyn CredentialSource>) -> Self {
         CredentialIssuer {
             role: role.to_string(),
+            counts: IssueCounts::new(role, "credentials", source.source_kind()),
             source,
         }
     }
 
     /// The credentials for a caller at `peer`; logs the issue.
     pub fn issue(&self, now: u64, peer: SocketAddr) -> Result<Credentials, NoToken> {
-        let c = self.source.credentials(now)?;
+        let c = self
+            .source
+            .credentials(now)
+            .inspect_err(|e| self.counts.failed(e))?;
+        self.counts.issued.inc();
         tracing::info!(
             role = %self.role,
             access_key_id = %c.access_key_id,
@@ -123,6 +132,9 @@ impl MintedCredentials {
 }
 
 impl CredentialSource for MintedCredentials {
+    fn source_kind(&self) -> &'static str {
+        "minted"
+    }
     fn credentials(&self, now: u64) -> Result<Credentials, NoToken> {
         let window = now / self.rotate_every;
         let last_updated = window * self.rotate_every;

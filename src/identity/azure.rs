@@ -65,6 +65,9 @@ impl MintedAccessToken {
 }
 
 impl TokenSource for MintedAccessToken {
+    fn source_kind(&self) -> &'static str {
+        "minted"
+    }
     fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let id = &self.identity;
         let iat = window_start(req.now, REISSUE_WINDOW);

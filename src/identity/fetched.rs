@@ -80,6 +80,12 @@ pub struct FetchKey {
 /// a reason for logs and error bodies, never a secret.
 pub trait Fetch<T>: Send + Sync + fmt::Debug + 'static {
     fn fetch(&self, key: &FetchKey) -> Result<Lease<T>, String>;
+
+    /// The `source` label of what it fetches (`imds_tun_tokens_issued_total`): an upstream
+    /// token service unless a command says otherwise.
+    fn source_kind(&self) -> &'static str {
+        "upstream"
+    }
 }
 
 /// Runs a fetch job off the caller's thread.
@@ -211,6 +217,11 @@ impl<T: Clone + Send + 'static> Fetcher<T> {
             }),
             spawn,
         }
+    }
+
+    /// The `source` label of its fetches ([`Fetch::source_kind`]).
+    pub fn source_kind(&self) -> &'static str {
+        self.inner.fetch.source_kind()
     }
 
     /// The lease for `key` at `now` (see the module docs).

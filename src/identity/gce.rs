@@ -74,6 +74,9 @@ impl MintedAccessToken {
 }
 
 impl TokenSource for MintedAccessToken {
+    fn source_kind(&self) -> &'static str {
+        "minted"
+    }
     fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let iat = window_start(req.now, REISSUE_WINDOW);
         let scopes = normalize_scopes(req.scopes, &self.scopes);
@@ -143,6 +146,9 @@ impl MintedIdToken {
 }
 
 impl TokenSource for MintedIdToken {
+    fn source_kind(&self) -> &'static str {
+        "minted"
+    }
     fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let iat = window_start(req.now, REISSUE_WINDOW);
         let exp = iat + ID_TOKEN_LIFETIME;

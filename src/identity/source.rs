@@ -18,12 +18,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use serde_json::Value;
 
 use crate::http::{Prebuilt, Reply};
+use crate::metrics::Counter;
 use crate::pending::Ticket;
 
 /// Distinct requests an issuer remembers; past this, stale entries go, then all.
@@ -122,6 +123,10 @@ impl NoToken {
 /// Where one identity's tokens come from. See the module docs for the rules.
 pub trait TokenSource: Send + Sync + fmt::Debug {
     fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken>;
+
+    /// Where its tokens come from, the `source` label of `imds_tun_tokens_issued_total`:
+    /// `minted`, `static`, `upstream`, `command` or `unavailable`.
+    fn source_kind(&self) -> &'static str;
 }
 
 /// The start of the reissue window `now` falls in: minted tokens are issued at window starts,
@@ -139,6 +144,8 @@ pub struct Issuer {
     kind: &'static str,
     source: Box<dyn TokenSource>,
     cache: Mutex<HashMap<String, Token>>,
+    /// Tokens handed out, and requests that got none ([`crate::metrics`]).
+    counts: IssueCounts,
 }
 
 impl fmt::Debug for Issuer {
@@ -157,11 +164,14 @@ impl Issuer {
         kind: &'static str,
         source: Box<dyn TokenSource>,
     ) -> Self {
+        let identity = identity.into();
+        let counts = IssueCounts::new(&identity, kind, source.source_kind());
         Issuer {
-            identity: identity.into(),
+            identity,
             kind,
             source,
             cache: Mutex::new(HashMap::new()),
+            counts,
         }
     }
 
@@ -179,7 +189,10 @@ impl Issuer {
         let token = match cached {
             Some(t) => t,
             None => {
-                let t = self.source.issue(req)?;
+                let t = self
+                    .source
+                    .issue(req)
+                    .inspect_err(|e| self.counts.failed(e))?;
                 if req.now < t.fresh_until {
                     self.with_cache(|c| {
                         if c.len() >= MAX_CACHED {
@@ -203,6 +216,7 @@ impl Issuer {
             expires_at = token.expires_at,
             "issued token"
         );
+        self.counts.issued.inc();
         Ok(token)
     }
 
@@ -213,6 +227,47 @@ impl Issuer {
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
     }
+}
+
+/// The counters of one issuer: tokens (or credentials) handed out, and requests that got
+/// none because the source was unavailable, labelled by identity, kind and source. Shared by
+/// every issuer of the same labels, so they survive reloads.
+#[derive(Debug)]
+pub struct IssueCounts {
+    pub issued: Arc<Counter>,
+    pub unavailable: Arc<Counter>,
+}
+
+impl IssueCounts {
+    pub fn new(identity: &str, kind: &str, source: &str) -> IssueCounts {
+        let labels = [("identity", identity), ("kind", kind), ("source", source)];
+        let registry = crate::metrics::global();
+        IssueCounts {
+            issued: registry.counter(
+                "imds_tun_tokens_issued_total",
+                "Tokens and credentials handed out (cache hits included), by identity, kind and source.",
+                &labels,
+            ),
+            unavailable: registry.counter(
+                "imds_tun_tokens_unavailable_total",
+                "Token and credential requests answered with an error because the source had none.",
+                &labels,
+            ),
+        }
+    }
+
+    /// Counts a request that got no token (a parked one is not a failure yet).
+    pub fn failed(&self, why: &NoToken) {
+        if let NoToken::Unavailable(_) = why {
+            self.unavailable.inc();
+        }
+    }
+}
+
+/// How many tokens and credentials the process has issued, over every identity and source
+/// (`imds-tun ctl status`): the sum of `imds_tun_tokens_issued_total`.
+pub fn tokens_issued() -> u64 {
+    crate::metrics::global().counter_total("imds_tun_tokens_issued_total")
 }
 
 /// Lifetime assumed for a static token whose claims do not say (managed identity tokens last
@@ -246,6 +301,9 @@ impl StaticToken {
 }
 
 impl TokenSource for StaticToken {
+    fn source_kind(&self) -> &'static str {
+        "static"
+    }
     fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let now = req.now;
         let c = self.claims;
@@ -355,6 +413,9 @@ mod tests {
     struct Counting(AtomicU32);
 
     impl TokenSource for Counting {
+        fn source_kind(&self) -> &'static str {
+            "minted"
+        }
         fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
             let n = self.0.fetch_add(1, Ordering::SeqCst);
             let start = window_start(req.now, 300);

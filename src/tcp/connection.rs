@@ -113,6 +113,9 @@ pub(crate) struct Conn {
     /// still incomplete), never before the first byte arrives.
     header_at: Option<Instant>,
     time_wait_at: Option<Instant>,
+    /// The app holds a complete request it answers later (a parked request, a hanging GET):
+    /// neither the header nor the idle timeout runs meanwhile; the app has its own deadline.
+    held: bool,
 
     // Output requests.
     ack_pending: bool,
@@ -204,6 +207,7 @@ impl Conn {
             rcv_data_at: now,
             header_at: None,
             time_wait_at: None,
+            held: false,
             ack_pending: false,
             probe_pending: false,
             rst_pending: false,
@@ -254,7 +258,7 @@ impl Conn {
         let in_flight = self.snd_una < self.snd_max;
         let idle = match self.state {
             State::SynReceived | State::TimeWait | State::Closed => None,
-            _ if in_flight => None,
+            _ if in_flight || self.held => None,
             _ => Some(self.last_activity + cfg.idle_timeout),
         };
         [self.rto_at, self.header_at, self.time_wait_at, idle]
@@ -316,6 +320,21 @@ impl Conn {
         let step = (self.rcv_cap / 2).min(self.smss).max(1);
         if n > 0 && space >= self.last_adv_wnd + step && self.state.is_synchronized() {
             self.ack_pending = true;
+        }
+    }
+
+    /// The app holds (or releases) the complete request at the start of the receive buffer
+    /// (see `held`). Releasing restarts the idle clock, and the header clock when bytes are
+    /// still unconsumed.
+    pub fn hold(&mut self, held: bool, now: Instant, cfg: &TcpConfig) {
+        self.held = held;
+        if held {
+            self.header_at = None;
+        } else {
+            self.last_activity = now;
+            if !self.rcv_buf.is_empty() && self.header_at.is_none() {
+                self.header_at = Some(now + cfg.header_timeout);
+            }
         }
     }
 
@@ -692,7 +711,7 @@ impl Conn {
                 ctx.counters.recv_bytes_dropped += (new.len() - take) as u64;
             }
             if take > 0 {
-                if self.rcv_buf.is_empty() {
+                if self.rcv_buf.is_empty() && !self.held {
                     // The first byte of a request: it must be complete (consumed by the app)
                     // within the header timeout.
                     self.header_at = Some(now + ctx.cfg.header_timeout);

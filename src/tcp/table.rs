@@ -380,6 +380,15 @@ impl<A: Default> ConnTable<A> {
         }
     }
 
+    /// Holds (`true`) or releases the complete request at the start of `id`'s receive buffer:
+    /// while held, the header and idle timeouts do not run (the app answers it by its own
+    /// deadline: a parked request, a hanging GET).
+    pub fn hold(&mut self, id: ConnId, held: bool, now: Instant) {
+        if self.get(id).is_some() {
+            self.update(id.slot, |c, ctx| c.hold(held, now, ctx.cfg));
+        }
+    }
+
     /// Closes the sending side: FIN after all queued data.
     pub fn close(&mut self, id: ConnId) {
         if self.get(id).is_some() {

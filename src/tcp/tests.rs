@@ -884,6 +884,33 @@ fn synack_retransmission_then_give_up() {
 }
 
 #[test]
+fn a_held_request_runs_neither_header_nor_idle_timeout() {
+    let mut cfg = config();
+    cfg.header_timeout = Duration::from_secs(5);
+    cfg.idle_timeout = Duration::from_secs(30);
+    let (mut t, id, iss1) = established_with(cfg, TcpOptions::default());
+    // A complete hanging GET the app parks (holds) without consuming it.
+    let req = b"GET /watch HTTP/1.1\r\n\r\n";
+    send(
+        &mut t,
+        ms(100),
+        &C::new(ACK | PSH, CLIENT_ISN + 1, iss1).data(req),
+    );
+    t.hold(id, true, ms(100));
+    recv_one(&mut t, ms(100));
+    assert!(tick(&mut t, ms(120_000)).is_empty(), "held for 2 minutes");
+    assert_eq!(t.state(id), Some(State::Established));
+    // Released (answered) at 120 s: the idle clock starts again from there.
+    t.hold(id, false, ms(120_000));
+    t.consume(id, req.len());
+    assert!(tick(&mut t, ms(149_999)).is_empty());
+    let f = tick(&mut t, ms(150_001));
+    assert_eq!((f[0].flags, f[0].seq), (ACK | FIN, iss1));
+    assert_eq!(t.counters().idle_timeouts, 1);
+    assert_eq!(t.counters().header_timeouts, 0);
+}
+
+#[test]
 fn header_and_idle_timeouts() {
     let mut cfg = config();
     cfg.header_timeout = Duration::from_secs(5);

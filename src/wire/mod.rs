@@ -214,6 +214,21 @@ pub enum Malformed {
 }
 
 impl Malformed {
+    /// Every reason, for exporting a counter per reason (`crate::metrics`).
+    pub const ALL: [Malformed; 11] = [
+        Malformed::Truncated,
+        Malformed::BadVersion,
+        Malformed::BadIpHeaderLength,
+        Malformed::BadTotalLength,
+        Malformed::Ipv4Options,
+        Malformed::Fragment,
+        Malformed::BadIpChecksum,
+        Malformed::BadTcpHeaderLength,
+        Malformed::BadTcpOptions,
+        Malformed::BadTcpChecksum,
+        Malformed::BadIcmpChecksum,
+    ];
+
     /// A stable snake_case name for metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -26,7 +26,10 @@ from botocore.credentials import InstanceMetadataProvider
 from botocore.utils import InstanceMetadataFetcher, InstanceMetadataRegionFetcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-with open(os.path.join(ROOT, "fixtures", "default.json"), encoding="utf-8") as f:
+# IMDS_TUN_CONFIG: the configuration the server answers this caller from (a fleet profile's
+# merged document); fixtures/default.json when unset.
+CONFIG_FILE = os.environ.get("IMDS_TUN_CONFIG") or os.path.join(ROOT, "fixtures", "default.json")
+with open(CONFIG_FILE, encoding="utf-8") as f:
     AWS = json.load(f)["aws"]
 if "minted" not in AWS["iam"]["credentials"]:
     raise AssertionError("the default configuration mints the role's credentials")

@@ -32,7 +32,10 @@ import requests  # noqa: E402
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-with open(os.path.join(ROOT, "fixtures", "default.json"), encoding="utf-8") as f:
+# IMDS_TUN_CONFIG: the configuration the server answers this caller from (a fleet profile's
+# merged document); fixtures/default.json when unset.
+CONFIG_FILE = os.environ.get("IMDS_TUN_CONFIG") or os.path.join(ROOT, "fixtures", "default.json")
+with open(CONFIG_FILE, encoding="utf-8") as f:
     AZURE = json.load(f)["azure"]
 COMPUTE = AZURE["instance"]["compute"]
 NIC = AZURE["instance"]["network"]["interface"][0]

@@ -23,7 +23,11 @@ import jwt  # PyJWT
 from google.auth import compute_engine
 from google.auth.compute_engine import _metadata
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "default.json")
+# IMDS_TUN_CONFIG: the configuration the server answers this caller from (a fleet profile's
+# merged document); fixtures/default.json when unset.
+FIXTURE = os.environ.get("IMDS_TUN_CONFIG") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "fixtures", "default.json"
+)
 
 
 def check(what, got, want):

@@ -16,30 +16,34 @@ pub mod up;
 /// once per test binary and reused across runs while the requirements are unchanged.
 pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let reqs = root.join("tests/sdk/requirements.txt");
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
-        let python = venv.join("bin/python");
-        let stamp = venv.join("requirements.stamp");
-        let wanted = std::fs::read_to_string(&reqs).unwrap_or_else(|e| panic!("{e}"));
-        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-            return python;
-        }
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&reqs));
-        std::fs::write(&stamp, wanted).unwrap_or_else(|e| panic!("{e}"));
-        python
-    })
+    PYTHON.get_or_init(|| venv("sdk-venv", "tests/sdk/requirements.txt"))
+}
+
+/// The python of venv `name` under the target directory with `requirements` (relative to the
+/// crate) installed; made on first use and remade when the requirements change.
+pub fn venv(name: &str, requirements: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reqs = root.join(requirements);
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = venv.join("bin/python");
+    let stamp = venv.join("requirements.stamp");
+    let wanted = std::fs::read_to_string(&reqs).unwrap_or_else(|e| panic!("{e}"));
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return python;
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&reqs));
+    std::fs::write(&stamp, wanted).unwrap_or_else(|e| panic!("{e}"));
+    python
 }
 
 fn run(cmd: &mut Command) {
@@ -69,9 +73,18 @@ pub struct Server {
 impl Server {
     /// Starts the server with `config` (or the embedded default) and waits for its ready line.
     pub fn start(config: Option<&Path>) -> Server {
+        Server::start_with(config, [] as [&str; 0])
+    }
+
+    /// [`Server::start`] with more `serve` arguments (e.g. `--ctl PATH`, `--metrics ADDR`).
+    pub fn start_with<S: AsRef<std::ffi::OsStr>>(
+        config: Option<&Path>,
+        args: impl IntoIterator<Item = S>,
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imds-tun"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--key-dir"])
-            .arg(key_dir());
+            .arg(key_dir())
+            .args(args);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
@@ -95,6 +108,58 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
         Server { child, addr }
     }
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits (at most 10 s) for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) with the pid of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "imds-tun serve did not exit after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+}
+
+/// The resident set size of process `pid`, in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("process {pid}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+}
+
+/// CLOCK_MONOTONIC now, in seconds: the clock Python's `time.clock_gettime(CLOCK_MONOTONIC)`
+/// reads, so times taken here and in a client script compare.
+pub fn monotonic_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a valid, owned struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 impl Drop for Server {

@@ -3,7 +3,8 @@
 //! runs in a private mount namespace whose `/etc/hosts` is a bind mount of a temporary file
 //! (so `imds-tun up` edits that file, through a bind mount as in containers).
 //!
-//! Only link-local addresses (169.254.0.0/16) are used for the test hosts.
+//! Only link-local addresses (169.254.0.0/16) are used for the test hosts, and for the
+//! "containers" routed behind them ([`Container`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -120,20 +121,13 @@ impl TestHost {
         program: impl AsRef<std::ffi::OsStr>,
         mounts: &[(&Path, &str)],
     ) -> Command {
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--"])
-            .arg("sh")
-            .arg("-c")
-            .arg(r#"mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf || exit 1; ns="$2"; n="$3"; shift 3; while [ "$n" -gt 0 ]; do mount --bind "$1" "$2" || exit 1; shift 2; n=$((n-1)); done; exec ip netns exec "$ns" "$@""#)
-            .arg(&self.hosts_file)
-            .arg(&self.resolv_conf)
-            .arg(&self.name)
-            .arg(mounts.len().to_string());
-        for (source, target) in mounts {
-            cmd.arg(source).arg(target);
-        }
-        cmd.arg(program);
-        cmd
+        namespace_command(
+            &self.name,
+            &self.hosts_file,
+            &self.resolv_conf,
+            mounts,
+            program,
+        )
     }
 
     /// Runs a shell snippet inside the host and returns its standard output.
@@ -204,6 +198,154 @@ impl Drop for TestHost {
             let _ = Command::new("ip").args(["netns", "delete", peer]).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A command that runs `program` in network namespace `ns` and a private mount namespace with
+/// `hosts` on `/etc/hosts`, `resolv` on `/etc/resolv.conf` and `mounts` bind-mounted.
+fn namespace_command(
+    ns: &str,
+    hosts: &Path,
+    resolv: &Path,
+    mounts: &[(&Path, &str)],
+    program: impl AsRef<std::ffi::OsStr>,
+) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--"])
+        .arg("sh")
+        .arg("-c")
+        .arg(r#"mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf || exit 1; ns="$2"; n="$3"; shift 3; while [ "$n" -gt 0 ]; do mount --bind "$1" "$2" || exit 1; shift 2; n=$((n-1)); done; exec ip netns exec "$ns" "$@""#)
+        .arg(hosts)
+        .arg(resolv)
+        .arg(ns)
+        .arg(mounts.len().to_string());
+    for (source, target) in mounts {
+        cmd.arg(source).arg(target);
+    }
+    cmd.arg(program);
+    cmd
+}
+
+/// A "container": a network namespace one routed hop behind a test host, through a veth pair
+/// (`c{index}` in the host, `eth0` inside) with link-local addresses 169.254.(80+index).1 (the
+/// host's side, its default route) and 169.254.(80+index).2 (its own), the host forwarding
+/// (a per-namespace sysctl: the test host's only). Its hosts file names
+/// `metadata.google.internal` as GKE's DNS does. Deleted on drop.
+pub struct Container {
+    pub name: String,
+    /// Its own address, the source of its connections.
+    pub address: String,
+    hosts_file: PathBuf,
+    resolv_conf: PathBuf,
+}
+
+impl Container {
+    /// Container `index` (0..=15) behind `host`.
+    pub fn behind(host: &TestHost, index: u8) -> Container {
+        assert!(index < 16, "container index {index} out of 0..=15");
+        let name = format!("{}-c{index}", host.name);
+        let net = 80 + index;
+        let hosts_file = host.dir().join(format!("c{index}-hosts"));
+        let hosts = format!(
+            "{}169.254.169.254\tmetadata.google.internal\n",
+            hosts_content()
+        );
+        std::fs::write(&hosts_file, hosts).unwrap_or_else(|e| panic!("{e}"));
+        ip(&["netns", "add", &name]);
+        let c = Container {
+            name,
+            address: format!("169.254.{net}.2"),
+            hosts_file,
+            resolv_conf: host.resolv_conf.clone(),
+        };
+        let (n, h, link) = (c.name.as_str(), host.name.as_str(), format!("c{index}"));
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n", h, "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", n,
+        ]);
+        ip(&[
+            "-n",
+            h,
+            "addr",
+            "add",
+            &format!("169.254.{net}.1/24"),
+            "dev",
+            &link,
+        ]);
+        ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{}/24", c.address),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", h, "link", "set", &link, "up"]);
+        ip(&["-n", n, "link", "set", "eth0", "up"]);
+        ip(&[
+            "-n",
+            n,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("169.254.{net}.1"),
+        ]);
+        host.sh("sysctl -q -w net.ipv4.ip_forward=1");
+        c
+    }
+
+    /// A command that runs `program` in the container, with its hosts file.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        namespace_command(
+            &self.name,
+            &self.hosts_file,
+            &self.resolv_conf,
+            &[],
+            program,
+        )
+    }
+
+    /// Runs `program args` in the container with an empty environment but PATH, HOME (`home`),
+    /// no AWS configuration files, and `env`; returns the exit code and standard output.
+    pub fn run(
+        &self,
+        home: &Path,
+        env: &[(&str, &str)],
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+    ) -> (Option<i32>, String) {
+        let out = self
+            .command("env")
+            .arg("-i")
+            .arg(format!(
+                "PATH={}",
+                std::env::var("PATH").unwrap_or_default()
+            ))
+            .arg(format!("HOME={}", home.display()))
+            .arg("AWS_CONFIG_FILE=/dev/null")
+            .arg("AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+            .args(env.iter().map(|(k, v)| format!("{k}={v}")))
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        if !out.stderr.is_empty() && !out.status.success() {
+            eprintln!("{}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        }
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }
 

@@ -61,6 +61,17 @@ pub fn token(token: String, ttl: u32, hop_limit: u8) -> Response {
         .ip_ttl(hop_limit)
 }
 
+/// An injected failure: EC2's XHTML error page (the shape of its 404, [`NOT_FOUND_PAGE`]) with
+/// the status in the title. EC2 throttles IMDS per instance; its pages for statuses other
+/// than 404 are unconfirmed.
+pub fn fault(status: u16) -> Response {
+    let title = format!("{status} - {}", crate::http::response::reason(status));
+    Response::new(status)
+        .header("Content-Type", "text/html")
+        .header("Server", SERVER)
+        .body(NOT_FOUND_PAGE.replace("404 - Not Found", &title))
+}
+
 /// An empty-bodied error from the token front end.
 fn empty(status: u16) -> Response {
     Response::new(status)

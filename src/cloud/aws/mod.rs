@@ -24,13 +24,14 @@
 //!
 //! Every known API version (`1.0` ... `2021-03-23`, `latest`) serves the same tree; EC2
 //! hides categories newer than a dated version, which this emulator does not model.
-//! Not modelled yet: spot interruptions and scheduled events change over time (an event
-//! engine comes later): `spot/instance-action` is 404 unless configured as a leaf, and
-//! `events/maintenance/scheduled` is whatever `metaData` says (`[]` in the default).
+//! Spot interruption notices, scheduled maintenance and the Auto Scaling lifecycle state
+//! change over time: they are answered from the live state ([`events`]) before the static
+//! tree, which answers whenever the live state has nothing there.
 
 pub mod answers;
 pub mod credentials;
 pub mod ecs;
+pub mod events;
 pub mod jackson;
 pub mod signatures;
 pub mod timestamp;
@@ -46,6 +47,7 @@ use crate::cloud::{Reply, Request, RequestContext};
 use crate::config::aws::{HttpEndpoint, Imdsv2};
 use crate::config::{AwsConfig, Problems};
 use crate::http::{Method, Prebuilt, Response};
+use crate::live::Live;
 use crate::snapshot::Keys;
 
 use answers::{Errors, SERVER, TEXT};
@@ -99,6 +101,8 @@ pub struct Aws {
     hop_limit: u8,
     /// ECS container credentials, when `$.aws.containerCredentials` is on.
     ecs: Option<ecs::Ecs>,
+    /// The listings live entries (spot, events, autoscaling) extend.
+    live_paths: events::LiveListings,
 }
 
 /// What the request rules decided before routing.
@@ -118,8 +122,10 @@ impl Aws {
         let minted_iam = config.iam.as_ref().and_then(|iam| {
             credentials::dynamic_issuer(iam, &keys.identity).map(|i| MintedIam::new(iam, i))
         });
+        let routes = tree::render(config, &keys.identity);
         Aws {
-            routes: tree::render(config, &keys.identity),
+            live_paths: events::LiveListings::from_routes(&routes),
+            routes,
             root,
             errors: Errors::render(),
             session_key: keys.session,
@@ -133,8 +139,14 @@ impl Aws {
     }
 
     /// Answers a request whose path this cloud owns (see [`crate::cloud::owner`]), including
-    /// `/` (the snapshot swaps a static answer there for the shared version list).
-    pub fn respond<'s>(&'s self, req: &Request<'_>, ctx: &RequestContext) -> Reply<'s> {
+    /// `/` (the snapshot swaps a static answer there for the shared version list); `live`
+    /// holds the events.
+    pub fn respond<'s>(
+        &'s self,
+        req: &Request<'_>,
+        ctx: &RequestContext,
+        live: &Live,
+    ) -> Reply<'s> {
         // The snapshot answers every static reply to a path it files under `/` (`/` itself,
         // and anything starting `//`) with the shared version list, so errors there are
         // dynamic.
@@ -149,6 +161,11 @@ impl Aws {
             Verdict::Route => {
                 let known = version.is_some_and(|v| VERSIONS.contains(&v));
                 let key = below.strip_suffix('/').unwrap_or(below);
+                if known {
+                    if let Some(answer) = self.live_paths.respond(key, live, ctx.now) {
+                        return Reply::Dynamic(answer);
+                    }
+                }
                 let minted = self.minted_iam.as_ref().filter(|_| known);
                 match minted.and_then(|m| m.respond(key, ctx)) {
                     Some(Ok(answer)) => return Reply::Dynamic(answer),

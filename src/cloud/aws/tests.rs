@@ -20,6 +20,7 @@ fn ctx_at(now: u64) -> RequestContext {
         peer: addr("169.254.0.2:40000"),
         local: addr("169.254.169.254:80"),
         door: Default::default(),
+        wait_over: false,
     }
 }
 

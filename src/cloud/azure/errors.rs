@@ -171,6 +171,40 @@ impl Errors {
     }
 }
 
+/// An injected failure at `path`. Identity paths answer in the identity style; the 429 there
+/// is IMDS's observed answer (`{"error":"invalid_request","error_description":"Temporarily
+/// throttled, too many requests"}`, no `Retry-After`, azure-sdk-for-net#39574 and
+/// dotnet/SqlClient#2344). The other texts are unconfirmed, in the same styles.
+pub fn fault(path: &str, status: u16) -> Response {
+    if path.starts_with("/metadata/identity/") {
+        let (code, description) = match status {
+            429 => (
+                "invalid_request",
+                "Temporarily throttled, too many requests",
+            ),
+            410 => (
+                "service_unavailable",
+                "The identity endpoint is being updated; retry for up to 70 seconds",
+            ),
+            404 => ("not_found", "The identity endpoint is being updated; retry"),
+            500 => ("server_error", "Internal server error"),
+            _ => (
+                "service_unavailable",
+                "The service is temporarily unavailable; retry",
+            ),
+        };
+        return json(status, identity_body(code, description));
+    }
+    let message = match status {
+        429 => "Too many requests. For more information refer to aka.ms/azureimds",
+        410 => "IMDS is being updated; retry for up to 70 seconds",
+        404 => "IMDS is being updated; retry",
+        500 => "Internal server error",
+        _ => "Service temporarily unavailable; retry",
+    };
+    json(status, error_body(message))
+}
+
 /// The name of a method as the error texts quote it.
 fn method_name(method: Method) -> &'static str {
     match method {

@@ -246,6 +246,7 @@ impl Azure {
         &'s self,
         req: &Request<'_>,
         ctx: &RequestContext,
+        live: &crate::live::Live,
         ring: &mut KeyRing,
         entropy: &mut dyn FnMut() -> [u8; KEY_ENTROPY],
     ) -> HimdsAnswer<'s> {
@@ -253,10 +254,10 @@ impl Azure {
         match self.routes.get(&*key) {
             Some(Route::Token) => self.himds_token(req, ctx, ring, entropy),
             Some(Route::Instance(_) | Route::IdentityInfo(_)) => {
-                HimdsAnswer::plain(self.respond(req, ctx))
+                HimdsAnswer::plain(self.respond(req, ctx, live))
             }
             None if key.starts_with("/metadata/instance/") => {
-                HimdsAnswer::plain(self.respond(req, ctx))
+                HimdsAnswer::plain(self.respond(req, ctx, live))
             }
             _ => HimdsAnswer::plain(self.not_found(req)),
         }

@@ -33,6 +33,9 @@ pub mod app_service;
 mod attested;
 mod errors;
 mod events;
+pub use errors::fault;
+#[cfg(test)]
+pub(crate) use events::document as events_document;
 pub mod himds;
 mod instance;
 pub mod legacy_msi;
@@ -59,6 +62,7 @@ use crate::config::{AzureConfig, Problems};
 use crate::http::query::decode_path;
 use crate::http::{Method, Prebuilt, Response};
 use crate::identity::TokenRequest;
+use crate::live::Live;
 use crate::snapshot::Keys;
 
 const VERSIONS_PATH: &str = "/metadata/versions";
@@ -80,7 +84,8 @@ enum Route {
     LoadBalancer(Node),
     /// `/metadata/loadbalancer` on a VM behind no standard load balancer.
     NoLoadBalancer,
-    ScheduledEvents(Prebuilt),
+    /// Answered from the live state ([`crate::live::azure`]).
+    ScheduledEvents,
     IdentityInfo(Prebuilt),
     Token,
     Attested,
@@ -95,8 +100,6 @@ pub struct Azure {
     errors: Errors,
     identities: Identities,
     attested: Attested,
-    /// Ids of the current scheduled events, for approvals.
-    event_ids: Vec<Box<str>>,
     /// 200 to an approval.
     events_accepted: Prebuilt,
     has_loadbalancer: bool,
@@ -139,11 +142,7 @@ impl Azure {
             }
         }
 
-        let events = events::document(&config.scheduled_events);
-        routes.insert(
-            EVENTS_PATH.into(),
-            Route::ScheduledEvents(errors::json(200, events).prebuild()),
-        );
+        routes.insert(EVENTS_PATH.into(), Route::ScheduledEvents);
         let info = json!({ "tenantId": config.tenant_id }).to_string();
         routes.insert(
             IDENTITY_INFO_PATH.into(),
@@ -159,12 +158,6 @@ impl Azure {
             events_versions,
             identities: Identities::new(config, &keys.identity),
             attested: Attested::new(config, &keys.identity),
-            event_ids: config
-                .scheduled_events
-                .events
-                .iter()
-                .map(|e| e.event_id.as_str().into())
-                .collect(),
             events_accepted: Response::new(200)
                 .header("Server", errors::SERVER)
                 .prebuild(),
@@ -176,8 +169,14 @@ impl Azure {
         }
     }
 
-    /// Answers a request whose path this cloud owns (see [`crate::cloud::owner`]).
-    pub fn respond<'s>(&'s self, req: &Request<'_>, ctx: &RequestContext) -> Reply<'s> {
+    /// Answers a request whose path this cloud owns (see [`crate::cloud::owner`]); `live`
+    /// holds the scheduled events.
+    pub fn respond<'s>(
+        &'s self,
+        req: &Request<'_>,
+        ctx: &RequestContext,
+        live: &Live,
+    ) -> Reply<'s> {
         let key = route_key(req.path);
         let route = self.routes.get(&*key);
         if let Some(route @ (Route::Token | Route::IdentityInfo(_))) = route {
@@ -193,7 +192,7 @@ impl Azure {
         let Some(route) = route else {
             return self.missing(req, &key);
         };
-        let post_allowed = matches!(route, Route::ScheduledEvents(_));
+        let post_allowed = matches!(route, Route::ScheduledEvents);
         match req.method {
             Method::Get => {}
             Method::Post if post_allowed => {}
@@ -224,7 +223,7 @@ impl Azure {
                     None => Reply::Static(&self.errors.no_loadbalancer),
                 }
             }
-            Route::ScheduledEvents(answer) => self.scheduled_events(req, &query, answer),
+            Route::ScheduledEvents => self.scheduled_events(req, &query, ctx, live),
             Route::Attested => match self.check_version(&query, ATTESTED_MIN_API_VERSION) {
                 Some(bad) => Reply::Static(bad),
                 None => self.attested(&query, ctx),
@@ -299,11 +298,13 @@ impl Azure {
         }
     }
 
+    /// `GET` the document at the request's time, or `POST` an approval [SE].
     fn scheduled_events<'s>(
         &'s self,
         req: &Request<'_>,
         query: &Query<'_>,
-        answer: &'s Prebuilt,
+        ctx: &RequestContext,
+        live: &Live,
     ) -> Reply<'s> {
         let version_ok = query
             .api_version
@@ -313,13 +314,22 @@ impl Azure {
             return Reply::Static(&self.errors.bad_events_api_version);
         }
         if req.method == Method::Post {
-            return if events::start_requests_valid(req.body, &self.event_ids) {
-                Reply::Static(&self.events_accepted)
-            } else {
-                Reply::Static(&self.errors.bad_start_requests)
+            let Some(ids) = events::start_requests(req.body) else {
+                return Reply::Static(&self.errors.bad_start_requests);
+            };
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            return match live.azure_approve(&ids, ctx.now) {
+                Ok(()) => {
+                    tracing::info!(caller = %ctx.peer, events = ?ids, "scheduled events approved");
+                    Reply::Static(&self.events_accepted)
+                }
+                Err(_) => Reply::Static(&self.errors.bad_start_requests),
             };
         }
-        self.json_only(query, answer)
+        if !query.format.is_json() {
+            return Reply::Static(&self.errors.bad_format);
+        }
+        Reply::Shared(live.azure_document(ctx.now, events::answer))
     }
 
     /// The checks every identity endpoint of every door makes first, in the identity error

@@ -10,6 +10,7 @@ use super::Azure;
 use crate::cloud::{Reply, RequestContext};
 use crate::config::{self, AzureConfig, Problems};
 use crate::http::parse::{header_array, parse_request, Limits, Parsed};
+use crate::live::Live;
 use crate::snapshot::Keys;
 
 fn no_env(_: &str) -> Option<String> {
@@ -22,8 +23,21 @@ fn default_azure() -> AzureConfig {
         .azure
 }
 
-fn build(cfg: &AzureConfig) -> Azure {
-    Azure::build(cfg, &Keys::fixed(1), &mut Problems::new())
+/// The router and the live state (scheduled events) it answers with.
+struct Bench {
+    azure: Azure,
+    live: Live,
+}
+
+fn build(cfg: &AzureConfig) -> Bench {
+    let whole = config::Config {
+        azure: cfg.clone(),
+        ..Default::default()
+    };
+    Bench {
+        azure: Azure::build(cfg, &Keys::fixed(1), &mut Problems::new()),
+        live: Live::new(&whole),
+    }
 }
 
 fn ctx() -> RequestContext {
@@ -33,6 +47,7 @@ fn ctx() -> RequestContext {
         peer: addr,
         local: addr,
         door: Default::default(),
+        wait_over: false,
     }
 }
 
@@ -51,14 +66,16 @@ impl Answer {
     }
 }
 
-fn ask(azure: &Azure, raw: &str) -> Answer {
+fn ask(bench: &Bench, raw: &str) -> Answer {
     let mut headers = header_array();
     let request = match parse_request(raw.as_bytes(), &mut headers, &Limits::default()) {
         Ok(Parsed::Complete { request, .. }) => request,
         other => panic!("unparsed request: {other:?}"),
     };
-    let (bytes, is_static) = match azure.respond(&request, &ctx()) {
+    let (bytes, is_static) = match bench.azure.respond(&request, &ctx(), &bench.live) {
         Reply::Static(p) => (p.bytes().to_vec(), true),
+        Reply::Shared(p) => (p.bytes().to_vec(), true),
+        Reply::Later(..) | Reply::Drop(_) => panic!("no faults here"),
         Reply::Dynamic(r) => (r.render(false, false).0, false),
         Reply::Pending(t) => panic!("parked on {t:?}"),
     };
@@ -83,7 +100,7 @@ fn ask(azure: &Azure, raw: &str) -> Answer {
     }
 }
 
-fn get(azure: &Azure, target: &str) -> Answer {
+fn get(azure: &Bench, target: &str) -> Answer {
     ask(
         azure,
         &format!("GET {target} HTTP/1.1\r\nMetadata: true\r\n\r\n"),
@@ -308,7 +325,7 @@ fn scheduled_event_approvals_are_validated() {
     let cfg: AzureConfig = {
         let text = r#"{"azure": {"enabled": true, "scheduledEvents": {"documentIncarnation": 3,
             "events": [{"eventId": "602d9444-d2cd-49c7-8624-8643e7171297", "eventType": "Reboot",
-            "resources": ["vm"], "notBefore": "Mon, 19 Sep 2016 18:29:47 GMT"}]}}}"#;
+            "resources": ["vm"], "notBefore": "Thu, 01 Jan 2026 00:15:00 GMT"}]}}}"#;
         config::load_str(text, "t.json", &no_env)
             .unwrap_or_else(|e| panic!("{e}"))
             .azure
@@ -331,9 +348,15 @@ fn scheduled_event_approvals_are_validated() {
     );
     assert_eq!(post("garbage").status, 400);
     let r = get(&a, "/metadata/scheduledevents?api-version=2020-07-01");
-    assert_eq!(r.json()["DocumentIncarnation"], 3);
+    assert_eq!(
+        r.json()["DocumentIncarnation"],
+        4,
+        "the approval started it"
+    );
     assert_eq!(r.json()["Events"][0]["DurationInSeconds"], -1);
-    assert_eq!(r.json()["Events"][0]["EventStatus"], "Scheduled");
+    assert_eq!(r.json()["Events"][0]["EventStatus"], "Started");
+    assert_eq!(r.json()["Events"][0]["NotBefore"], "");
+    assert!(r.is_static, "shared bytes, rendered once");
 }
 
 #[test]

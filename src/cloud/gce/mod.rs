@@ -26,19 +26,30 @@
 //! 7. Query rules ([`query`]): `recursive=true` gives the subtree as JSON (or `alt=text`
 //!    lines); `alt` or `wait_for_change` on a non-recursive directory is a 400.
 //!
-//! `wait_for_change=true` is validated (`timeout_sec` a number, not on a non-recursive
-//! directory) and then answered at once with the current value and its ETag. That is exactly
-//! right when `last_etag` differs from the current ETag; when it matches, the real server
-//! hangs until the value changes, which needs live metadata: with an immutable snapshot the
-//! value never changes, so the hanging wait is left to the live-metadata work.
+//! Hanging GETs (`wait_for_change=true`, spec/gce.md): on a value or a recursive directory,
+//! the answer is given at once when `last_etag` differs from the answer's ETag; otherwise
+//! (equal, or no `last_etag`: wait for the next change) the request parks
+//! ([`crate::http::Reply::Pending`] with a [`Ticket::change`]) on the flight that ends when
+//! this snapshot is replaced (a `ctl set`, a reload) or, under `guest-attributes/`, when a
+//! guest attribute is written. The front door re-runs it then; if the ETag is still the same
+//! (another part of the tree changed) it parks again, keeping its first deadline. At
+//! `timeout_sec` (or [`WATCH_LIMIT`] without it) the re-run has
+//! [`RequestContext::wait_over`] and answers the current value. ETags are content hashes, so
+//! they stay the same while the content does, across reloads too. `wait_for_change` on a
+//! token or identity endpoint is answered at once (they are not metadata values).
 //!
-//! Guest attributes: `PUT .../guest-attributes/NS/KEY` is validated and answered as the real
-//! server does (200, empty body), but not stored yet: reading it back shows the configured
-//! guest attributes only. With guest attributes off (`enable-guest-attributes` not `TRUE`)
-//! every guest-attributes path is 403 "Guest attributes endpoint access is disabled.".
+//! Guest attributes ([`guest`]): `PUT .../guest-attributes/NS/KEY` stores the body (200, empty
+//! body) in a store that outlives snapshots; reading `guest-attributes/` (listings, values,
+//! recursive) shows the configured ones with the written ones over them, rendered per request.
+//! The recursive answers of `instance/` and `/` are pre-rendered and show the configured ones
+//! only (whether the real server includes guest attributes there is unconfirmed). With guest
+//! attributes off (`enable-guest-attributes` not `TRUE`) every guest-attributes path is 403
+//! "Guest attributes endpoint access is disabled.".
 
+pub mod guest;
 mod minted;
 mod page;
+pub use page::fault;
 mod query;
 mod routes;
 mod tree;
@@ -47,22 +58,33 @@ mod tree;
 mod tests;
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cloud::{Reply, Request, RequestContext};
 use crate::config::{GceConfig, Problems};
 use crate::http::query::decode_path;
 use crate::http::{Method, Prebuilt};
 use crate::identity::TokenRequest;
+use crate::pending::{Flight, Outcome, Ticket};
 use crate::snapshot::Keys;
+
+use guest::{Entries, Found, GuestAttributes};
 
 use query::{Alt, Params};
 use routes::{IdentityRoute, Mount, Route, TokenRoute};
+use serde_json::Value;
 use tree::{Node, Tree};
 
 const V1: &str = "/computeMetadata/v1";
 const V1BETA1: &str = "/computeMetadata/v1beta1";
 const V01: &str = "/0.1";
 const GUEST_ATTRIBUTES: &str = "instance/guest-attributes";
+
+/// The longest a hanging GET waits when it gives no `timeout_sec` (or a longer one). The real
+/// server's cap is undocumented (unconfirmed); Go's `Subscribe` sends no `timeout_sec` and
+/// simply asks again after any answer, so any cap is safe for it.
+pub const WATCH_LIMIT: Duration = Duration::from_secs(3600);
 
 /// The pre-rendered GCE metadata server.
 #[derive(Debug)]
@@ -80,6 +102,12 @@ pub struct Gce {
     guest_written: Prebuilt,
     /// A token source with nothing to give now (503, which clients retry).
     unavailable: Prebuilt,
+    /// Ends when this rendering is replaced: hanging GETs wait on it.
+    changed: Arc<Flight>,
+    /// What the guest wrote (shared by every snapshot).
+    guest: Arc<GuestAttributes>,
+    /// `$.gce.instance.guest-attributes`.
+    configured_guest: Entries,
 }
 
 impl Gce {
@@ -122,7 +150,17 @@ impl Gce {
             guest_written: page::answer(200, page::TEXT, "").prebuild(),
             unavailable: page::answer(503, page::TEXT, "The token is not available yet; retry.\n")
                 .prebuild(),
+            changed: Flight::new(),
+            guest: Arc::clone(&keys.guest_attributes),
+            configured_guest: guest::configured(&config.instance),
         }
+    }
+
+    /// This rendering was replaced: wake its hanging GETs, and those on guest attributes (the
+    /// configured ones may differ now).
+    pub fn retire(&self) {
+        self.changed.finish(Outcome::Done);
+        self.guest.touch();
     }
 
     /// Answers a request whose path this cloud owns (see [`crate::cloud::owner`]).
@@ -225,6 +263,9 @@ impl Gce {
                 method_not_allowed(req)
             };
         }
+        if in_guest && self.guest_attributes {
+            return self.get_guest_attributes(&key, slash, req, ctx);
+        }
         let route = mount.get(&key);
         let post_ok = matches!(route, Some(Route::Token(_))) && req.method == Method::Post;
         if !post_ok {
@@ -250,12 +291,20 @@ impl Gce {
             return Reply::Static(&self.bad_request);
         };
         match route {
-            Route::Dir(dir) => Reply::Static(if params.recursive {
-                match params.alt {
+            Route::Dir(dir) if params.recursive => {
+                let answer = match params.alt {
                     Some(Alt::Text) => &dir.recursive_text,
                     _ => &dir.recursive_json,
-                }
-            } else if params.alt.is_some() || params.wait_for_change {
+                };
+                self.watched(
+                    Reply::Static(answer),
+                    &dir.recursive_etag,
+                    &params,
+                    ctx,
+                    || Arc::clone(&self.changed),
+                )
+            }
+            Route::Dir(dir) => Reply::Static(if params.alt.is_some() || params.wait_for_change {
                 &self.bad_request
             } else {
                 &dir.listing
@@ -266,7 +315,10 @@ impl Gce {
                     Some(Alt::Text) => false,
                     None => value.json_default || (params.recursive && value.list),
                 };
-                Reply::Static(if json { &value.json } else { &value.text })
+                let answer = if json { &value.json } else { &value.text };
+                self.watched(Reply::Static(answer), &value.etag, &params, ctx, || {
+                    Arc::clone(&self.changed)
+                })
             }
             Route::Token(i) => match mount.tokens.get(*i).and_then(Option::as_ref) {
                 Some(TokenRoute::Static(answers)) => Reply::Static(match params.alt {
@@ -312,28 +364,124 @@ impl Gce {
         }
     }
 
-    /// `PUT instance/guest-attributes/NS/KEY`, body = value. Namespace and key are 1 to 100
-    /// letters, digits, `-` or `_` and the value is UTF-8 (limits unconfirmed; Google
-    /// documents the character set). Not stored yet (see the module docs).
-    fn put_guest_attribute<'s>(&'s self, key: &str, slash: bool, req: &Request<'_>) -> Reply<'s> {
-        let name_ok = |s: &str| {
-            (1..=100).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    /// `answer`, or a park until the value changes when the request is a hanging GET whose
+    /// `last_etag` is `etag` (or absent). `flight` gives the flight that ends on a change.
+    fn watched<'s>(
+        &'s self,
+        answer: Reply<'s>,
+        etag: &str,
+        params: &Params<'_>,
+        ctx: &RequestContext,
+        flight: impl FnOnce() -> Arc<Flight>,
+    ) -> Reply<'s> {
+        if !params.wait_for_change || ctx.wait_over {
+            return answer;
+        }
+        if params.last_etag.as_deref().is_some_and(|e| e != etag) {
+            return answer;
+        }
+        let limit = params
+            .timeout_sec
+            .map_or(WATCH_LIMIT, |s| Duration::from_secs(s).min(WATCH_LIMIT));
+        if limit.is_zero() {
+            return answer;
+        }
+        Reply::Pending(Ticket::change(&flight(), limit))
+    }
+
+    /// `GET` under `instance/guest-attributes`: the configured and written values, rendered
+    /// per request ([`guest`]).
+    fn get_guest_attributes<'s>(
+        &'s self,
+        key: &str,
+        slash: bool,
+        req: &Request<'_>,
+        ctx: &RequestContext,
+    ) -> Reply<'s> {
+        if let Some(refused) = self.readable(req) {
+            return refused;
+        }
+        let rest = key
+            .strip_prefix(GUEST_ATTRIBUTES)
+            .unwrap_or("")
+            .trim_start_matches('/');
+        // Read together with the flight of the next change, so no write is missed.
+        let (written, guest_changed) = self.guest.view();
+        let entries = guest::merge(&self.configured_guest, written);
+        let Some(found) = guest::find(&entries, rest) else {
+            return self.not_found(req);
         };
+        let is_dir = !matches!(found, Found::Value(_));
+        if is_dir && !slash {
+            let location = if req.query.is_empty() {
+                format!("{}/", req.path)
+            } else {
+                format!("{}/?{}", req.path, req.query)
+            };
+            return Reply::Dynamic(page::redirect(&location));
+        }
+        if !is_dir && slash {
+            return self.not_found(req);
+        }
+        let Ok(params) = Params::parse(req.query) else {
+            return Reply::Static(&self.bad_request);
+        };
+        let (answer, etag) = match (&found, params.recursive) {
+            (Found::Value(v), _) => {
+                let text = page::answer(200, page::TEXT, v.to_string());
+                let etag = page::etag(v.as_bytes());
+                let answer = match params.alt {
+                    Some(Alt::Json) => {
+                        let json = Value::String((*v).to_string()).to_string();
+                        routes::set_etag(page::answer(200, page::JSON, json), &etag)
+                    }
+                    _ => text,
+                };
+                (answer, etag)
+            }
+            (_, true) => {
+                let json = found.json().to_string();
+                let etag = page::etag(json.as_bytes());
+                let answer = match params.alt {
+                    Some(Alt::Text) => {
+                        routes::set_etag(page::answer(200, page::TEXT, found.text_lines()), &etag)
+                    }
+                    _ => page::answer(200, page::JSON, json),
+                };
+                (answer, etag)
+            }
+            (_, false) if params.alt.is_some() || params.wait_for_change => {
+                return Reply::Static(&self.bad_request)
+            }
+            (_, false) => return Reply::Dynamic(page::answer(200, page::TEXT, found.listing())),
+        };
+        self.watched(Reply::Dynamic(answer), &etag, &params, ctx, || {
+            // A replaced snapshot may have other configured values: re-run against the new
+            // one at once (its flight has ended), else wait for the next write.
+            if self.changed.outcome().is_some() {
+                Arc::clone(&self.changed)
+            } else {
+                guest_changed
+            }
+        })
+    }
+
+    /// `PUT instance/guest-attributes/NS/KEY`, body = value, stored ([`guest`] has the
+    /// bounds); a bad name, value or a full store is a 400 that changes nothing.
+    fn put_guest_attribute<'s>(&'s self, key: &str, slash: bool, req: &Request<'_>) -> Reply<'s> {
         let mut parts = key
             .strip_prefix(GUEST_ATTRIBUTES)
             .and_then(|r| r.strip_prefix('/'))
             .unwrap_or("")
             .split('/');
-        let valid = match (parts.next(), parts.next(), parts.next()) {
-            (Some(ns), Some(k), None) => name_ok(ns) && name_ok(k) && !slash,
-            _ => false,
-        };
-        if !valid || std::str::from_utf8(req.body).is_err() {
+        let (Some(ns), Some(k), None, false) = (parts.next(), parts.next(), parts.next(), slash)
+        else {
             return Reply::Static(&self.bad_request);
+        };
+        match self.guest.put(ns, k, req.body) {
+            Ok(()) => Reply::Static(&self.guest_written),
+            Err(_) => Reply::Static(&self.bad_request),
         }
-        Reply::Static(&self.guest_written)
     }
 }
 

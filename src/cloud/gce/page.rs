@@ -112,6 +112,22 @@ pub fn forwarded(path: &str) -> Response {
     )
 }
 
+/// An injected failure in the style of Google's front end. The metadata server answers 503
+/// briefly during maintenance and 429 when rate-limited (spec/gce.md); its texts are
+/// unconfirmed.
+pub fn fault(status: u16, path: &str) -> Response {
+    let message = match status {
+        429 => "Too many requests; retry later.".to_string(),
+        503 => "The service is currently unavailable; retry.".to_string(),
+        410 | 404 => format!(
+            "The requested URL <code>{}</code> was not found on this server.",
+            escape(path)
+        ),
+        _ => "The server encountered an error and could not complete your request.".to_string(),
+    };
+    google_error(status, &message)
+}
+
 /// 400 for bad query parameters.
 pub fn bad_request() -> Response {
     google_error(

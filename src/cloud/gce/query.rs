@@ -2,7 +2,7 @@
 //!
 //! Contract: [`Params::parse`] reads a raw query string once and either returns the
 //! parameters or [`BadParams`] (answered with 400). It allocates only when a key or a value
-//! it keeps is percent-encoded; `last_etag` is only seen to be present, never decoded.
+//! it keeps is percent-encoded.
 //!
 //! Choices where no public source pins the real server (spec/gce.md: unconfirmed):
 //! - unknown parameters are ignored (clients add their own, e.g. cache busters);
@@ -32,8 +32,8 @@ pub struct Params<'q> {
     pub alt: Option<Alt>,
     pub recursive: bool,
     pub wait_for_change: bool,
-    /// `last_etag` was given (its value only matters to the hanging wait).
-    pub last_etag: bool,
+    /// `last_etag`, decoded, when given (compared with the answer's ETag by the hanging wait).
+    pub last_etag: Option<Cow<'q, str>>,
     pub timeout_sec: Option<u64>,
     /// `audience`, decoded, when given and not empty.
     pub audience: Option<Cow<'q, str>>,
@@ -78,7 +78,7 @@ impl<'q> Params<'q> {
                 }
                 2 => p.recursive = boolean(value()?)?,
                 4 => p.wait_for_change = boolean(value()?)?,
-                8 => p.last_etag = true,
+                8 => p.last_etag = Some(value()?),
                 16 => {
                     let v = value()?;
                     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
@@ -130,7 +130,7 @@ mod tests {
                 alt: Some(Alt::Text),
                 recursive: true,
                 wait_for_change: true,
-                last_etag: true,
+                last_etag: Some("ab".into()),
                 timeout_sec: Some(5),
                 ..Params::default()
             })

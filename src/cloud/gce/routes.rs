@@ -25,6 +25,8 @@ pub struct DirRoute {
     pub listing: Prebuilt,
     pub recursive_json: Prebuilt,
     pub recursive_text: Prebuilt,
+    /// The ETag of both recursive forms (what `last_etag` is compared with).
+    pub recursive_etag: Box<str>,
     /// 301 to the path with `/`, for a request without query.
     pub redirect: Prebuilt,
     /// The redirect target, for requests whose query the redirect must keep.
@@ -36,6 +38,8 @@ pub struct DirRoute {
 pub struct ValueRoute {
     pub text: Prebuilt,
     pub json: Prebuilt,
+    /// The ETag of both forms (what `last_etag` is compared with).
+    pub etag: Box<str>,
     /// `instance/tags` answers JSON unless asked for text.
     pub json_default: bool,
     /// A list value (`scopes`) answers JSON by default when asked recursively, as a
@@ -145,6 +149,7 @@ impl Mount {
                     listing: page::answer(200, TEXT, listing).prebuild(),
                     recursive_json: with_etag(page::answer(200, JSON, json), &recursive_etag),
                     recursive_text: with_etag(page::answer(200, TEXT, text), &recursive_etag),
+                    recursive_etag: recursive_etag.into(),
                     redirect: page::redirect(&location).prebuild(),
                     location,
                 }))
@@ -161,6 +166,7 @@ impl Mount {
                 Route::Value(Box::new(ValueRoute {
                     text: with_etag(page::answer(200, TEXT, text), &etag),
                     json: with_etag(page::answer(200, JSON, json), &etag),
+                    etag: etag.into(),
                     json_default,
                     list: matches!(node, Node::List(_)),
                 }))
@@ -197,7 +203,8 @@ fn with_etag(r: Response, etag: &str) -> Prebuilt {
     set_etag(r, etag).prebuild()
 }
 
-fn set_etag(mut r: Response, etag: &str) -> Response {
+/// Sets the ETag header of a GCE answer to `etag` (the value's, not the rendering's).
+pub fn set_etag(mut r: Response, etag: &str) -> Response {
     for (name, value) in &mut r.headers {
         if *name == "ETag" {
             *value = etag.to_string();

@@ -14,6 +14,7 @@ fn ctx() -> RequestContext {
         peer: addr("127.0.0.1:40000"),
         local: addr("169.254.169.254:80"),
         door: Default::default(),
+        wait_over: false,
     }
 }
 
@@ -48,6 +49,21 @@ impl Answer {
 }
 
 fn ask(gce: &Gce, method: &str, target: &str, headers: &[&str], body: &str) -> Answer {
+    match ask_in(gce, method, target, headers, body, &ctx()) {
+        Ok(a) => a,
+        Err(t) => panic!("parked on {t:?}"),
+    }
+}
+
+/// The answer, or the ticket the request parked on.
+fn ask_in(
+    gce: &Gce,
+    method: &str,
+    target: &str,
+    headers: &[&str],
+    body: &str,
+    ctx: &RequestContext,
+) -> Result<Answer, Ticket> {
     let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: metadata.google.internal\r\n");
     for h in headers {
         raw.push_str(h);
@@ -64,20 +80,21 @@ fn ask(gce: &Gce, method: &str, target: &str, headers: &[&str], body: &str) -> A
     else {
         panic!("unparsable test request {raw:?}")
     };
-    let (bytes, is_static) = match gce.respond(&request, &ctx()) {
+    let (bytes, is_static) = match gce.respond(&request, ctx) {
         Reply::Static(p) => (p.bytes().to_vec(), true),
         Reply::Dynamic(r) => (r.render(false, false).0, false),
-        Reply::Pending(t) => panic!("parked on {t:?}"),
+        Reply::Pending(t) => return Err(t),
+        other => panic!("not an answer: {other:?}"),
     };
     let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"));
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head[9..12].parse().unwrap_or(0);
-    Answer {
+    Ok(Answer {
         status,
         head: head.replace("\r\n", "\n"),
         body: body.to_string(),
         is_static,
-    }
+    })
 }
 
 const FLAVOR: &str = "Metadata-Flavor: Google";
@@ -291,23 +308,143 @@ fn bad_queries_are_400() {
 }
 
 #[test]
-fn wait_for_change_answers_at_once() {
+fn wait_for_change_answers_at_once_when_the_etag_differs() {
     let gce = gce_with(&config());
     let a = get(&gce, "/computeMetadata/v1/instance/zone");
     let etag = a.header("ETag").unwrap_or_default().to_string();
-    for last in ["0000000000000000", etag.as_str()] {
-        let b = get(
-            &gce,
-            &format!("/computeMetadata/v1/instance/zone?wait_for_change=true&last_etag={last}&timeout_sec=5"),
-        );
-        assert_eq!((b.status, b.body.as_str()), (200, a.body.as_str()));
-        assert_eq!(b.header("ETag"), Some(etag.as_str()));
-    }
     let b = get(
         &gce,
-        "/computeMetadata/v1/instance/?recursive=true&wait_for_change=true",
+        "/computeMetadata/v1/instance/zone?wait_for_change=true&last_etag=0000000000000000&timeout_sec=5",
     );
-    assert_eq!(b.status, 200);
+    assert_eq!((b.status, b.body.as_str()), (200, a.body.as_str()));
+    assert_eq!(b.header("ETag"), Some(etag.as_str()));
+    // alt=json names the same value: the same ETag.
+    let j = get(&gce, "/computeMetadata/v1/instance/zone?alt=json");
+    assert_eq!(j.header("ETag"), Some(etag.as_str()));
+}
+
+#[test]
+fn wait_for_change_parks_on_the_same_etag_until_retired_or_over() {
+    let gce = gce_with(&config());
+    for path in [
+        "/computeMetadata/v1/instance/zone",
+        "/computeMetadata/v1/instance/?recursive=true",
+        "/computeMetadata/v1/project/attributes/?recursive=true&alt=text",
+    ] {
+        let a = get(&gce, path);
+        let etag = a.header("ETag").unwrap_or_default().to_string();
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let target = format!("{path}{sep}wait_for_change=true&last_etag={etag}&timeout_sec=7");
+        let ticket = match ask_in(&gce, "GET", &target, &[FLAVOR], "", &ctx()) {
+            Err(t) => t,
+            Ok(a) => panic!("{path}: answered {} at once", a.status),
+        };
+        assert_eq!(ticket.limit(), Duration::from_secs(7), "{path}");
+        assert!(!ticket.is_done());
+        // Without last_etag it waits for the next change, at most WATCH_LIMIT.
+        let no_etag = format!("{path}{sep}wait_for_change=true");
+        match ask_in(&gce, "GET", &no_etag, &[FLAVOR], "", &ctx()) {
+            Err(t) => assert_eq!(t.limit(), WATCH_LIMIT),
+            Ok(_) => panic!("{path}: no last_etag answered at once"),
+        }
+        // At its deadline the re-run answers the current value.
+        let mut over = ctx();
+        over.wait_over = true;
+        let b = ask_in(&gce, "GET", &target, &[FLAVOR], "", &over)
+            .unwrap_or_else(|t| panic!("parked again on {t:?}"));
+        assert_eq!((b.status, b.body.as_str()), (200, a.body.as_str()));
+    }
+    let ticket = ask_in(
+        &gce,
+        "GET",
+        "/computeMetadata/v1/instance/zone?wait_for_change=true",
+        &[FLAVOR],
+        "",
+        &ctx(),
+    )
+    .err();
+    gce.retire();
+    assert!(
+        ticket.is_some_and(|t| t.is_done()),
+        "a retired rendering wakes its watchers"
+    );
+    // timeout_sec=0 answers at once; a non-recursive directory is a 400.
+    let a = get(
+        &gce,
+        "/computeMetadata/v1/instance/zone?wait_for_change=true&timeout_sec=0",
+    );
+    assert_eq!(a.status, 200);
+    let a = get(&gce, "/computeMetadata/v1/instance/?wait_for_change=true");
+    assert_eq!(a.status, 400);
+}
+
+#[test]
+fn guest_attributes_are_stored_read_back_and_watched() {
+    let gce = gce_with(&config());
+    let base = "/computeMetadata/v1/instance/guest-attributes";
+    let key = format!("{base}/testing/key1");
+    let watch = |last: &str| {
+        ask_in(
+            &gce,
+            "GET",
+            &format!("{key}?wait_for_change=true&last_etag={last}"),
+            &[FLAVOR],
+            "",
+            &ctx(),
+        )
+    };
+    assert_eq!(get(&gce, &key).status, 404);
+    let a = ask(&gce, "PUT", &key, &[FLAVOR], "value one");
+    assert_eq!((a.status, a.body.as_str()), (200, ""));
+    let a = get(&gce, &key);
+    assert_eq!((a.status, a.body.as_str()), (200, "value one"));
+    assert_eq!(a.header("Content-Type"), Some("application/text"));
+    let etag = a.header("ETag").unwrap_or_default().to_string();
+    let ticket = watch(&etag).err().unwrap_or_else(|| panic!("did not park"));
+    assert_eq!(ask(&gce, "PUT", &key, &[FLAVOR], "value two").status, 200);
+    assert!(ticket.is_done(), "a write wakes the watcher");
+    let b = watch(&etag).unwrap_or_else(|t| panic!("parked on {t:?}"));
+    assert_eq!(b.body, "value two");
+    assert_ne!(b.header("ETag"), Some(etag.as_str()));
+    assert_eq!(
+        get(&gce, &format!("{base}/")).body,
+        "hostkeys/
+testing/
+"
+    );
+    assert_eq!(
+        get(&gce, &format!("{base}/testing/")).body,
+        "key1
+"
+    );
+    let r = get(&gce, &format!("{base}/?recursive=true"));
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+    assert_eq!(v["testing"]["key1"], "value two");
+    assert!(v["hostkeys"]["ssh-ed25519"].is_string());
+    let t = get(&gce, &format!("{base}/testing/?recursive=true&alt=text"));
+    assert_eq!(
+        t.body,
+        "key1 value two
+"
+    );
+    assert_eq!(
+        get(&gce, &format!("{base}/testing/key1?alt=json")).body,
+        "\"value two\""
+    );
+    let r = get(&gce, &format!("{base}/testing"));
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("Location"),
+        Some(format!("{base}/testing/").as_str())
+    );
+    // Written values outlive the rendering: a new one (a reload) over the same store shows them.
+    let keys = Keys::fixed(1);
+    let mut problems = Problems::new();
+    let first = Gce::build(&config(), &keys, &mut problems);
+    assert_eq!(ask(&first, "PUT", &key, &[FLAVOR], "kept").status, 200);
+    let second = Gce::build(&config(), &keys, &mut problems);
+    assert_eq!(get(&second, &key).body, "kept");
 }
 
 #[test]
@@ -480,7 +617,10 @@ fn guest_attributes_put_is_validated() {
         );
     }
     let a = get(&gce, &format!("{base}/"));
-    assert_eq!(a.body, "hostkeys/\n");
+    assert_eq!(a.body, "hostkeys/\ntesting/\n");
+    let big = "v".repeat(guest::MAX_VALUE_BYTES + 1);
+    let a = ask(&gce, "PUT", &format!("{base}/testing/big"), &[FLAVOR], &big);
+    assert_eq!(a.status, 400);
     let mut c = config();
     c.instance["attributes"]["enable-guest-attributes"] = "FALSE".into();
     let gce = gce_with(&c);

@@ -96,6 +96,9 @@ const PRESENTED_ROTATION: u64 = 3600;
 const PRESENTED_LIFETIME: u64 = 21_600;
 
 impl CredentialSource for StaticKeys {
+    fn source_kind(&self) -> &'static str {
+        "upstream"
+    }
     fn credentials(&self, now: u64) -> Result<Credentials, NoToken> {
         let (id, secret, token) = self.keys.as_ref().map_err(|e| Unavailable(e.clone()))?;
         let last_updated = now - now % PRESENTED_ROTATION;

@@ -185,6 +185,9 @@ pub fn parse_credentials(
 pub struct CommandTokens(pub Command);
 
 impl Fetch<String> for CommandTokens {
+    fn source_kind(&self) -> &'static str {
+        "command"
+    }
     fn fetch(&self, key: &FetchKey) -> Result<Lease<String>, String> {
         let out = self.0.run(key)?;
         let program = self.0.argv.first().map_or("", String::as_str);
@@ -198,6 +201,9 @@ impl Fetch<String> for CommandTokens {
 pub struct CommandCredentials(pub Command);
 
 impl Fetch<Credentials> for CommandCredentials {
+    fn source_kind(&self) -> &'static str {
+        "command"
+    }
     fn fetch(&self, key: &FetchKey) -> Result<Lease<Credentials>, String> {
         let out = self.0.run(key)?;
         let program = self.0.argv.first().map_or("", String::as_str);

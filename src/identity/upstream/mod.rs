@@ -46,6 +46,10 @@ impl FetchedTokens {
 }
 
 impl TokenSource for FetchedTokens {
+    fn source_kind(&self) -> &'static str {
+        self.0.source_kind()
+    }
+
     fn issue(&self, req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         let key = FetchKey {
             audience: req.audience.to_string(),
@@ -79,6 +83,10 @@ impl FetchedCredentials {
 }
 
 impl CredentialSource for FetchedCredentials {
+    fn source_kind(&self) -> &'static str {
+        self.0.source_kind()
+    }
+
     fn credentials(&self, now: u64) -> Result<Credentials, NoToken> {
         Ok(self.0.get(&FetchKey::default(), now)?.value)
     }
@@ -97,12 +105,18 @@ impl Broken {
 }
 
 impl TokenSource for Broken {
+    fn source_kind(&self) -> &'static str {
+        "unavailable"
+    }
     fn issue(&self, _req: &TokenRequest<'_>) -> Result<Token, NoToken> {
         Err(Unavailable(self.0.clone()).into())
     }
 }
 
 impl CredentialSource for Broken {
+    fn source_kind(&self) -> &'static str {
+        "unavailable"
+    }
     fn credentials(&self, _now: u64) -> Result<Credentials, NoToken> {
         Err(Unavailable(self.0.clone()).into())
     }

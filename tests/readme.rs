@@ -1,0 +1,381 @@
+//! The README cannot drift from the product:
+//!
+//! - every ```` ```sh ```` block is valid shell (`bash -n`);
+//! - every `imds-tun` and `install/install.sh` invocation in those blocks and in inline code
+//!   (`` `imds-tun status [--metrics ADDR]` ``) names a subcommand that exists and only
+//!   options that its `--help` lists;
+//! - every block tagged ```` ```sh run ```` is run, in a test host where `imds-tun up` serves
+//!   (with `imds-tun` on the PATH and `sudo` a no-op), and must succeed with curl failing on
+//!   any HTTP error.
+//!
+//! Blocks that need what a test cannot have (a container engine, a cluster, the host's own
+//! /usr/local) are checked by the first two rules only.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use support::netns::{Shape, TestHost};
+use support::up::Up;
+
+struct Block {
+    info: String,
+    line: usize,
+    text: String,
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The fenced code blocks, with their info string and first line.
+fn blocks(text: &str) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut current: Option<Block> = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(info) = line.strip_prefix("```") {
+            match current.take() {
+                Some(b) => out.push(b),
+                None => {
+                    current = Some(Block {
+                        info: info.trim().to_string(),
+                        line: i + 1,
+                        text: String::new(),
+                    })
+                }
+            }
+        } else if let Some(b) = &mut current {
+            b.text.push_str(line);
+            b.text.push('\n');
+        }
+    }
+    out
+}
+
+fn sh_blocks(text: &str) -> Vec<Block> {
+    blocks(text)
+        .into_iter()
+        .filter(|b| b.info.split_whitespace().next() == Some("sh"))
+        .collect()
+}
+
+/// Shell words of `command`, quotes removed; shell operators are words of their own.
+fn words(command: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '#') if word.is_empty() => break, // a comment
+            (None, c) if c.is_whitespace() => {
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+            }
+            (None, '|' | ';' | '&' | '>' | '<' | '(' | ')') => {
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+                out.push(c.to_string());
+                while chars.peek().is_some_and(|n| "|&>".contains(*n)) {
+                    chars.next();
+                }
+            }
+            (None, '\\') => {}
+            (None, c) => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// The commands of a block: continuation lines joined.
+fn commands(block: &str) -> Vec<String> {
+    let joined = block.replace("\\\n", " ");
+    joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Which program an invocation runs, for the help to check it against.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Program {
+    ImdsTun,
+    InstallSh,
+}
+
+fn program(word: &str) -> Option<Program> {
+    let base = word.rsplit('/').next().unwrap_or(word);
+    match base {
+        "imds-tun" => Some(Program::ImdsTun),
+        "install.sh" => Some(Program::InstallSh),
+        _ => None,
+    }
+}
+
+const OPERATORS: [&str; 7] = ["|", ";", "&", ">", "<", "(", ")"];
+
+/// One invocation: the program, its subcommand (imds-tun), its long options and its other
+/// words after the subcommand (where a nested subcommand is: `ctl event`).
+type Invocation = (Program, Option<String>, Vec<String>, Vec<String>);
+
+/// Every invocation in `words` (a program in command position: first, or after an operator,
+/// `sudo`, `exec` or a variable assignment).
+fn invocations(words: &[String]) -> Vec<Invocation> {
+    let mut out = Vec::new();
+    let mut command_position = true;
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i].as_str();
+        i += 1;
+        if OPERATORS.contains(&w) {
+            command_position = true;
+            continue;
+        }
+        if !command_position {
+            continue;
+        }
+        let Some(p) = program(w) else {
+            let prefix = w == "sudo" || w == "exec" || (w.contains('=') && !w.starts_with('-'));
+            command_position = prefix;
+            continue;
+        };
+        command_position = false;
+        let mut sub = None;
+        let mut options = Vec::new();
+        let mut rest = Vec::new();
+        while i < words.len() && !OPERATORS.contains(&words[i].as_str()) {
+            let w = &words[i];
+            if let Some(opt) = w.strip_prefix("--") {
+                let name = opt.split('=').next().unwrap_or(opt);
+                options.push(format!("--{name}"));
+                if name == "log-format" {
+                    i += 1; // its value is no subcommand
+                }
+            } else if p == Program::ImdsTun && sub.is_none() && !w.starts_with('-') {
+                sub = Some(w.clone());
+            } else if sub.is_some() {
+                rest.push(w.clone());
+            }
+            i += 1;
+        }
+        out.push((p, sub, options, rest));
+    }
+    out
+}
+
+/// Inline code spans outside code blocks that invoke imds-tun.
+fn inline_invocations(text: &str) -> Vec<String> {
+    let mut in_block = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if in_block {
+            continue;
+        }
+        for (i, span) in line.split('`').enumerate() {
+            let span = span.trim_start_matches("sudo ");
+            if i % 2 == 1 && span.starts_with("imds-tun ") {
+                // Placeholders and alternatives: `[--metrics ADDR]`, `bash\|zsh`.
+                out.push(span.replace(['[', ']'], " ").replace("\\|", " "));
+            }
+        }
+    }
+    out
+}
+
+fn help(p: Program, sub: Option<&str>, cache: &mut HashMap<String, String>) -> String {
+    let key = format!("{p:?} {sub:?}");
+    cache
+        .entry(key)
+        .or_insert_with(|| {
+            let mut cmd = match p {
+                Program::ImdsTun => Command::new(env!("CARGO_BIN_EXE_imds-tun")),
+                Program::InstallSh => {
+                    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("install/install.sh"))
+                }
+            };
+            cmd.args(sub.iter().flat_map(|s| s.split(' ')))
+                .arg("--help");
+            let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                out.status.success(),
+                "{p:?} {sub:?} --help failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .clone()
+}
+
+/// Whether `help` lists `option` (as a whole word).
+fn lists(help: &str, option: &str) -> bool {
+    help.match_indices(option).any(|(i, _)| {
+        !help[i + option.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+    })
+}
+
+#[test]
+fn every_sh_block_is_valid_shell() {
+    let text = readme();
+    let blocks = sh_blocks(&text);
+    assert!(blocks.len() >= 4, "sh blocks: {}", blocks.len());
+    for b in blocks {
+        let out = Command::new("bash")
+            .args(["-n", "-c", &b.text])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "README.md:{}: not valid shell: {}",
+            b.line,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_command_in_the_readme_exists_with_its_options() {
+    let text = readme();
+    let mut all = Vec::new();
+    for b in sh_blocks(&text) {
+        for c in commands(&b.text) {
+            all.push((format!("README.md:{}", b.line), c));
+        }
+    }
+    for span in inline_invocations(&text) {
+        all.push(("README.md (inline)".to_string(), span));
+    }
+    let mut cache = HashMap::new();
+    let subcommands = help(Program::ImdsTun, None, &mut cache);
+    let mut checked = 0;
+    for (where_, command) in &all {
+        for (p, sub, options, rest) in invocations(&words(command)) {
+            if let Some(s) = &sub {
+                assert!(
+                    subcommands.contains(&format!("\n  {s} ")),
+                    "{where_}: `{command}`: imds-tun has no subcommand {s}"
+                );
+            }
+            // A nested subcommand (`ctl event`) has options of its own; those before it
+            // (`ctl --socket S event ...`) are its parent's.
+            let help = help(p, sub.as_deref(), &mut cache);
+            let nested = match &sub {
+                Some(s) if p == Program::ImdsTun => rest
+                    .iter()
+                    .find(|w| help.contains(&format!("\n  {w} ")))
+                    .map(|n| format!("{s} {n}")),
+                _ => None,
+            };
+            let nested_help = nested
+                .as_deref()
+                .map(|n| self::help(p, Some(n), &mut cache));
+            for o in &options {
+                assert!(
+                    lists(&help, o) || nested_help.as_deref().is_some_and(|h| lists(h, o)),
+                    "{where_}: `{command}`: {o} is not an option of {p:?} {}",
+                    nested.as_deref().or(sub.as_deref()).unwrap_or("")
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} invocations found");
+}
+
+#[test]
+fn run_blocks_succeed_against_up_in_a_test_host() {
+    let text = readme();
+    let run: Vec<Block> = sh_blocks(&text)
+        .into_iter()
+        .filter(|b| b.info.split_whitespace().any(|w| w == "run"))
+        .collect();
+    assert!(!run.is_empty(), "no ```sh run block in the README");
+    let host = TestHost::new(Shape::LoopbackOnly);
+    let bin = host.dir().join("bin");
+    std::fs::create_dir_all(&bin).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_imds-tun"), bin.join("imds-tun"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, body) in [
+        ("sudo", "#!/bin/sh\nexec \"$@\"\n"),
+        (
+            "curl",
+            "#!/bin/sh\nexec /usr/bin/curl --fail --silent --show-error \"$@\"\n",
+        ),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, body).unwrap_or_else(|e| panic!("{e}"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let _up = Up::start(&host, std::iter::empty::<&str>());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for b in run {
+        let out = host
+            .command("bash")
+            .env("PATH", &path)
+            .args(["-euo", "pipefail", "-c", &b.text])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "README.md:{} failed:\n{}\n{}",
+            b.line,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.stdout.is_empty(),
+            "README.md:{} printed nothing",
+            b.line
+        );
+    }
+}
+
+#[test]
+fn the_checks_see_a_wrong_option() {
+    // The rules themselves can fail: a made-up option and subcommand are caught.
+    let mut cache = HashMap::new();
+    let inv = invocations(&words(
+        "sudo imds-tun up --no-such-option && imds-tun frobnicate",
+    ));
+    assert_eq!(inv.len(), 2);
+    let (p, sub, options, _) = &inv[0];
+    assert_eq!(sub.as_deref(), Some("up"));
+    assert!(!lists(&help(*p, sub.as_deref(), &mut cache), &options[0]));
+    assert!(lists(&help(*p, sub.as_deref(), &mut cache), "--metrics"));
+    assert!(!lists(&help(*p, sub.as_deref(), &mut cache), "--metric"));
+    let subs = help(Program::ImdsTun, None, &mut cache);
+    assert!(!subs.contains("\n  frobnicate "));
+    // A nested subcommand's options are checked against its own help.
+    let inv = invocations(&words("sudo imds-tun ctl event aws --spot terminate"));
+    let (p, sub, options, rest) = &inv[0];
+    assert_eq!((sub.as_deref(), rest[0].as_str()), (Some("ctl"), "event"));
+    assert_eq!(options, &["--spot"]);
+    let nested = help(*p, Some("ctl event"), &mut cache);
+    assert!(lists(&nested, "--spot"));
+    assert!(!lists(&nested, "--spott"));
+}
