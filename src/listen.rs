@@ -438,7 +438,10 @@ async fn connection(
         if let Some(kind) = progress.drop {
             return drop_connection(stream, kind).await;
         }
-        if delayed && !buf.is_empty() && !progress.close {
+        // After a delayed answer, or stopped at the output bound (`Progress::more`: the rest
+        // of the buffer's requests are answered once these responses are written, and
+        // write_all waits for a client that does not read), answer on from the buffer.
+        if (delayed || progress.more) && !buf.is_empty() && !progress.close {
             // No deadline to keep (it is already now): a park of the next request gets its
             // own limit.
             rerun = Some((tokio::time::Instant::now(), false));

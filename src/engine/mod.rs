@@ -23,7 +23,9 @@
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
 //! lookup (with a fleet, one lookup of the caller's profile) and one device write of header +
 //! snapshot slice; nothing on that path allocates or copies the response. A malformed packet costs only itself (counted); a bad request costs
-//! only its connection.
+//! only its connection. A connection holds less than twice
+//! [`crate::http::exchange::MAX_OUTPUT`] of unacknowledged responses (plus one response):
+//! further pipelined requests wait, unread, in its receive buffer until the client reads.
 
 pub mod driver;
 pub mod eventfd;
@@ -37,7 +39,7 @@ use std::time::SystemTime;
 use crate::caller::{CallerLookup, Callers};
 use crate::cloud::{Door, RequestContext};
 use crate::device::{Device, MAX_PACKET};
-use crate::http::exchange::{respond_all_with, Outgoing};
+use crate::http::exchange::{respond_all_with, Outgoing, MAX_OUTPUT};
 use crate::http::DropKind;
 use crate::metrics::answered::Answered;
 use crate::metrics::{EngineSlot, Observer};
@@ -80,6 +82,10 @@ pub struct Exchange {
     parked: Option<(Ticket, std::time::Instant)>,
     /// Who the peer is, looked up once when a caller policy needs it ([`crate::caller`]).
     caller: CallerLookup,
+    /// Requests wait in the receive buffer because [`MAX_OUTPUT`] of responses are queued and
+    /// unacknowledged (a client pipelining without reading): answered again once the send
+    /// queue drains below it.
+    backlogged: bool,
     /// An answer injected latency holds back until its time; nothing after it is answered
     /// before it is sent.
     held: Option<Held>,
@@ -145,6 +151,8 @@ pub struct Engine<D: Device> {
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
+    /// Connections with requests held back by the output bound (see [`Exchange`]).
+    backlogged: Vec<ConnId>,
     /// Where answered requests are counted and logged, and this thread's counters published
     /// ([`Engine::export`]); `None` in tests that do not look.
     observer: Option<(Observer, Arc<EngineSlot>)>,
@@ -173,6 +181,7 @@ impl<D: Device> Engine<D> {
             parked: Vec::new(),
             parked_until: None,
             wakeup: None,
+            backlogged: Vec::new(),
             observer: None,
             answered: Vec::with_capacity(BATCH),
         }
@@ -297,7 +306,38 @@ impl<D: Device> Engine<D> {
             self.counters.packets_in += 1;
             self.handle_packet(now, wall, len);
         }
+        if !self.backlogged.is_empty() {
+            self.handle_backlog(now, wall);
+        }
         Ok(read)
+    }
+
+    /// Answers again the connections whose held-back requests now fit under the output bound
+    /// (their client acknowledged enough of the responses).
+    fn handle_backlog(&mut self, now: std::time::Instant, wall: SystemTime) {
+        let backlogged = std::mem::take(&mut self.backlogged);
+        for id in backlogged {
+            let drained = self.tcp.send_queued(id) < MAX_OUTPUT;
+            let Some(app) = self.tcp.app_mut(id) else {
+                continue; // the connection is gone
+            };
+            if drained {
+                app.backlogged = false;
+                self.answer(id, now, wall, None);
+            } else {
+                self.backlogged.push(id);
+            }
+        }
+    }
+
+    /// Holds `id`'s buffered requests until its send queue drains below [`MAX_OUTPUT`].
+    fn backlog(&mut self, id: ConnId) {
+        if let Some(app) = self.tcp.app_mut(id) {
+            if !app.backlogged {
+                app.backlogged = true;
+                self.backlogged.push(id);
+            }
+        }
     }
 
     /// Runs TCP timers that are due.
@@ -389,7 +429,7 @@ impl<D: Device> Engine<D> {
         if self
             .tcp
             .app(id)
-            .is_some_and(|a| a.parked.is_some() || a.held.is_some())
+            .is_some_and(|a| a.parked.is_some() || a.held.is_some() || a.backlogged)
         {
             return;
         }
@@ -401,6 +441,13 @@ impl<D: Device> Engine<D> {
             self.tcp.consume(id, n);
             return;
         }
+        if !data.is_empty() && self.tcp.send_queued(id) >= MAX_OUTPUT {
+            // Bounded output: the requests wait in the receive buffer (whose window closes)
+            // until the client reads what it was sent.
+            self.backlog(id);
+            return;
+        }
+        let data = self.tcp.recv_data(id);
         if !data.is_empty() {
             let current = self.cell.load();
             let Some(snapshot) = current.for_peer(peer.ip()) else {
@@ -488,6 +535,12 @@ impl<D: Device> Engine<D> {
                 let keep = rerun.filter(|_| progress.answered == 0).map(|r| r.deadline);
                 self.park(id, ticket, now, keep);
                 // The parked request is complete: a FIN after it does not end the exchange.
+                return;
+            }
+            if progress.more {
+                // Answered up to the output bound; a FIN after the held-back requests does
+                // not end the exchange either.
+                self.backlog(id);
                 return;
             }
         }

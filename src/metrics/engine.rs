@@ -161,6 +161,7 @@ pub fn samples(
         recv_bytes_dropped,
         bad_acks,
         no_ack_dropped,
+        illegal_flags_dropped,
         retransmissions,
         rto_expired,
         retransmit_give_ups,
@@ -295,6 +296,12 @@ pub fn samples(
     );
     counter(SEG, SEG_HELP, Some(("reason", "bad_ack")), *bad_acks);
     counter(SEG, SEG_HELP, Some(("reason", "no_ack")), *no_ack_dropped);
+    counter(
+        SEG,
+        SEG_HELP,
+        Some(("reason", "illegal_flags")),
+        *illegal_flags_dropped,
+    );
     counter(
         "imds_tun_tcp_receive_bytes_dropped_total",
         "Received bytes dropped because the receive buffer was full.",
