@@ -505,3 +505,81 @@ fn the_checks_see_a_wrong_option() {
     assert!(lists(&nested, "--spot"));
     assert!(!lists(&nested, "--spott"));
 }
+
+/// The README's "SDK compatibility" table: its rows, each as its cells.
+fn matrix_rows(text: &str) -> Vec<Vec<String>> {
+    let start = text
+        .find("## SDK compatibility")
+        .unwrap_or_else(|| panic!("no SDK compatibility section"));
+    let section = &text[start..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
+    section[..end]
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| client"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// The compatibility matrix cannot drift: every pinned package of tests/sdk/requirements.txt
+/// is in it at exactly its pinned version, every version it gives a pinned package is the
+/// pin, and every test it names (`tests/FILE.rs::NAME`) is a `#[test] fn NAME` in that file.
+#[test]
+fn sdk_matrix_matches_requirements_and_names_real_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let requirements = std::fs::read_to_string(root.join("tests/sdk/requirements.txt"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pins: HashMap<String, String> = requirements
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, version) = l
+                .split_once("==")
+                .unwrap_or_else(|| panic!("requirements.txt: {l:?} is not pinned with =="));
+            (name.trim().to_ascii_lowercase(), version.trim().to_string())
+        })
+        .collect();
+    assert!(pins.len() >= 6, "pins: {pins:?}");
+    let rows = matrix_rows(&readme());
+    assert!(rows.len() >= 10, "only {} matrix rows", rows.len());
+    let mut named = std::collections::HashSet::new();
+    let mut tests = 0;
+    for row in &rows {
+        assert_eq!(row.len(), 5, "matrix row {row:?}: five cells");
+        // The package is the client cell's first word (`azure-identity: ...`, `PyJWT: ...`).
+        let package = row[0]
+            .split([':', ' '])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if let Some(pin) = pins.get(&package) {
+            assert_eq!(&row[1], pin, "matrix: {package} is pinned at {pin}");
+            named.insert(package);
+        }
+        let proofs: Vec<&str> = row[4].split('`').filter(|s| s.contains(".rs::")).collect();
+        assert!(!proofs.is_empty(), "matrix row {:?} names no test", row[0]);
+        for proof in proofs {
+            let (file, name) = proof.split_once("::").unwrap_or(("", ""));
+            let source = std::fs::read_to_string(root.join(file))
+                .unwrap_or_else(|e| panic!("matrix: {proof}: {e}"));
+            let at = source
+                .find(&format!("\nfn {name}()"))
+                .unwrap_or_else(|| panic!("matrix: {file} has no fn {name}"));
+            assert!(
+                source[..at].trim_end().ends_with("#[test]"),
+                "matrix: {proof} is not a test"
+            );
+            tests += 1;
+        }
+    }
+    let missing: Vec<&String> = pins.keys().filter(|p| !named.contains(*p)).collect();
+    assert!(
+        missing.is_empty(),
+        "matrix lacks pinned packages {missing:?}"
+    );
+    assert!(tests >= 20, "only {tests} tests named");
+}
