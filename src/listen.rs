@@ -13,8 +13,10 @@
 //! GET) parks its connection: the task waits on the ticket (at most
 //! [`crate::pending::Ticket::limit`] from its
 //! first park) without reading further, then answers the buffer again, with
-//! [`RequestContext::wait_over`] once the deadline has passed. Other connections, being other
-//! tasks, are not held up; a parked connection is a sleeping task, not a thread.
+//! [`RequestContext::wait_over`] once the deadline has passed (for that request only: one
+//! pipelined behind it parks with a limit of its own, [`RequestContext::next_request`]). Other
+//! connections, being other tasks, are not held up; a parked connection is a sleeping task,
+//! not a thread.
 //!
 //! A caller the configuration's fleet refuses ([`crate::fleet`]) is reset on accept (and, after
 //! a reload that starts refusing it, at its next request).
@@ -35,12 +37,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cloud::{Door, RequestContext};
-use crate::control::status::FrontStats;
 use crate::doors::HimdsKeys;
 use crate::http::exchange::{respond_all_with, Outgoing};
 use crate::http::DropKind;
 use crate::metrics::answered::Answered;
-use crate::metrics::Observer;
+use crate::metrics::{Gauge, Observer, SocketConnection};
 use crate::pending::Wake;
 use crate::snapshot::SnapshotCell;
 
@@ -105,21 +106,18 @@ impl FrontDoor {
     }
 }
 
-/// Serves connections on `listener` as the metadata door until the task is dropped, counting
-/// them in `stats`.
-pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>, stats: Arc<FrontStats>) {
-    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata), stats).await
+/// Serves connections on `listener` as the metadata door until the task is dropped.
+pub async fn serve(listener: TcpListener, cell: Arc<SnapshotCell>) {
+    serve_door(listener, cell, FrontDoor::Plain(Door::Metadata)).await
 }
 
 /// Serves connections on `listener` as `door` until the task is dropped; its requests are
-/// counted in a request block of its own ([`Observer::new`]) and in `stats`.
-pub async fn serve_door(
-    listener: TcpListener,
-    cell: Arc<SnapshotCell>,
-    door: FrontDoor,
-    stats: Arc<FrontStats>,
-) {
+/// counted in a request block of its own ([`Observer::new`]), its open connections and
+/// parked requests in the registry's gauges ([`crate::metrics::fronts`]).
+pub async fn serve_door(listener: TcpListener, cell: Arc<SnapshotCell>, door: FrontDoor) {
     let observer = Observer::new();
+    let registry = crate::metrics::global();
+    let parked = registry.requests_parked_gauge();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -131,11 +129,11 @@ pub async fn serve_door(
                 let cell = Arc::clone(&cell);
                 let door = door.clone();
                 let observer = observer.clone();
-                let stats = Arc::clone(&stats);
+                let parked = Arc::clone(&parked);
+                let open = SocketConnection::open(registry);
                 tokio::spawn(async move {
-                    stats.connection_opened();
-                    let result = connection(stream, peer, cell, door, observer, &stats).await;
-                    stats.connection_closed();
+                    let result = connection(stream, peer, cell, door, observer, &parked).await;
+                    drop(open);
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -156,7 +154,7 @@ async fn connection(
     cell: Arc<SnapshotCell>,
     door: FrontDoor,
     observer: Observer,
-    stats: &FrontStats,
+    parked: &Gauge,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -216,12 +214,13 @@ async fn connection(
                       answered: &mut Vec<Answered>,
                       arrival: std::time::Instant| {
             let mut sink = observer.sink(out, answered, ctx.door, peer, (arrival, ctx.now));
+            let mut ctx = ctx;
             match &door {
                 FrontDoor::Plain(_) => respond_all_with(input, &limits, &mut sink, |req| {
-                    stats.counted(req.path, instance.respond(req, &ctx))
+                    instance.respond(req, &ctx.next_request())
                 }),
                 FrontDoor::Himds(keys) => respond_all_with(input, &limits, &mut sink, |req| {
-                    stats.counted(req.path, keys.respond(instance, req, &ctx))
+                    keys.respond(instance, req, &ctx.next_request())
                 }),
             }
         };
@@ -270,7 +269,9 @@ async fn connection(
         for o in out.drain(..) {
             if let Some(delay) = o.delay {
                 // An injected latency: only this connection's task waits.
+                parked.add(1);
                 tokio::time::sleep(delay).await;
+                parked.add(-1);
             }
             stream.write_all(&o.bytes).await?;
         }
@@ -278,7 +279,10 @@ async fn connection(
         if let Some(kind) = progress.drop {
             return drop_connection(stream, kind).await;
         }
-        if delayed && !buf.is_empty() && !progress.close {
+        // After a delayed answer, or stopped at the output bound (`Progress::more`: the rest
+        // of the buffer's requests are answered once these responses are written, and
+        // write_all waits for a client that does not read), answer on from the buffer.
+        if (delayed || progress.more) && !buf.is_empty() && !progress.close {
             // No deadline to keep (it is already now): a park of the next request gets its
             // own limit.
             rerun = Some((tokio::time::Instant::now(), false));
@@ -310,11 +314,11 @@ async fn connection(
             let notify = wakeup.get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()));
             let waker: Arc<dyn Wake> = notify.clone();
             ticket.on_done(&waker);
-            stats.parked_changed(true);
-            let parked = tokio::time::timeout_at(deadline, notify.notified()).await;
-            stats.parked_changed(false);
-            let over = parked.is_err() || tokio::time::Instant::now() >= deadline;
-            if parked.is_err() {
+            parked.add(1);
+            let waited = tokio::time::timeout_at(deadline, notify.notified()).await;
+            parked.add(-1);
+            let over = waited.is_err() || tokio::time::Instant::now() >= deadline;
+            if waited.is_err() {
                 ticket.time_out();
             }
             rerun = Some((deadline, over));

@@ -13,7 +13,6 @@ use imds_tun::config::{self, Config};
 use imds_tun::control::edit::Cloud;
 use imds_tun::control::protocol::Request;
 use imds_tun::control::server::ControlSocket;
-use imds_tun::control::status::FrontStats;
 use imds_tun::control::Control;
 use imds_tun::device::Paths;
 use imds_tun::doors::Doors;
@@ -681,8 +680,6 @@ fn serve(
         doors,
         config_file,
     )?);
-    let stats = Arc::new(FrontStats::default());
-    control.add_front(Arc::clone(&stats));
     let _socket = match &ctl {
         Some(path) => Some(
             ControlSocket::bind(path, Arc::clone(&control))
@@ -699,11 +696,7 @@ fn serve(
         let mut bound = Vec::new();
         for l in listeners {
             bound.push(l.local_addr()?);
-            tokio::spawn(imds_tun::listen::serve(
-                l,
-                Arc::clone(&cell),
-                Arc::clone(&stats),
-            ));
+            tokio::spawn(imds_tun::listen::serve(l, Arc::clone(&cell)));
         }
         let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
         let doors = Doors::open(
@@ -713,7 +706,6 @@ fn serve(
             &tokio::runtime::Handle::current(),
             None,
         )?;
-        control.add_front(Arc::clone(doors.stats()));
         println!("imds-tun: serving {clouds} on {}", addrs.join(", "));
         imds_tun::notify::notify_or_log("READY=1");
         // Whoever started us may read only the first line: a closed stdout is no failure.

@@ -555,6 +555,11 @@ fn ctl_and_hanging_gets_on_up_in_a_test_host() {
     eprintln!("up: {COUNT} parked hanging GETs grew RSS by {grown} KiB");
     assert!(grown < 10 * 1024, "{COUNT} hanging GETs cost {grown} KiB");
 
+    // Pipelined hanging GETs through our TCP: each waits its own timeout.
+    let times = pipelined_wait_times(host.command(support::python()), "169.254.169.254", "80");
+    eprintln!("up: pipelined hanging GETs answered after {times:?} s");
+    assert_each_waits_its_own_timeout(&times);
+
     let s = status_json(&socket);
     assert_eq!(s["mode"], "up");
     assert!(
@@ -668,4 +673,197 @@ fn ctl_events_and_faults_on_up_in_a_test_host() {
 
     up.signal(libc::SIGTERM);
     assert!(up.wait(Duration::from_secs(10)).success());
+}
+
+/// Polls `ctl status` until `done` accepts it (at most 5 s: the counts of a response are
+/// recorded just after it is written); returns the last one.
+fn status_when(socket: &Path, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let s = status_json(socket);
+        if done(&s) || start.elapsed() > Duration::from_secs(5) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ctl status` counts exactly what was asked, read from the metrics registry: requests per
+/// cloud (a token door's and an unparsable request included), AWS credentials as tokens
+/// issued, an open connection and a parked hanging GET while they last.
+#[test]
+fn ctl_status_counts_exactly_on_serve() {
+    let _serial = one_at_a_time();
+    let dir = scratch("status");
+    let socket = dir.join("ctl.sock");
+    let server = Server::start_with(None, ["--ctl".as_ref(), socket.as_os_str()]);
+    let addr = server.addr.clone();
+    ctl_ok(&socket, &["set", "gce", "instance/attributes/role=web"]);
+    let zero = serde_json::json!({"azure": 0, "gce": 0, "aws": 0, "other": 0});
+    let s = status_json(&socket);
+    assert_eq!(s["requests"], zero, "{s}");
+    assert_eq!(s["tokens_issued"], 0, "{s}");
+
+    let azure = format!("http://{addr}/metadata/instance?api-version=2021-02-01");
+    for _ in 0..2 {
+        assert_eq!(curl(&["-H", "Metadata: true", &azure]).1, 200);
+    }
+    assert_eq!(gce(&addr, "instance/id").1, 200);
+    let creds =
+        format!("http://{addr}/latest/meta-data/iam/security-credentials/imds-tun-demo-role");
+    let (body, code) = curl(&[&creds]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"AccessKeyId\""), "{body}");
+    assert_eq!(curl(&[&format!("http://{addr}/favicon.ico")]).1, 404);
+    let expected = serde_json::json!({"azure": 2, "gce": 1, "aws": 1, "other": 1});
+    let s = status_when(&socket, |s| {
+        s["requests"] == expected && s["connections_open"] == 0
+    });
+    assert_eq!(s["requests"], expected, "{s}");
+    assert_eq!(s["connections_open"], 0, "{s}");
+    assert_eq!(s["requests_parked"], 0, "{s}");
+    assert_eq!(s["tokens_issued"], 1, "the AWS credentials: {s}");
+
+    // A hanging GET: one connection open and one request parked, until it is answered.
+    let mut hanging = Command::new("curl")
+        .args(["-sS", "-m", "10", "-o", "/dev/null", "-H", "Metadata-Flavor: Google"])
+        .arg(format!(
+            "http://{addr}/computeMetadata/v1/instance/attributes/role?wait_for_change=true&timeout_sec=8"
+        ))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = status_when(&socket, |s| s["requests_parked"] == 1);
+    assert_eq!(
+        (&s["requests_parked"], &s["connections_open"]),
+        (&1.into(), &1.into()),
+        "{s}"
+    );
+    assert_eq!(
+        s["requests"], expected,
+        "a parked request is not answered yet: {s}"
+    );
+    ctl_ok(&socket, &["set", "gce", "instance/attributes/role=db"]);
+    assert!(hanging.wait().unwrap_or_else(|e| panic!("{e}")).success());
+    let expected = serde_json::json!({"azure": 2, "gce": 2, "aws": 1, "other": 1});
+    let s = status_when(&socket, |s| {
+        s["requests"] == expected && s["connections_open"] == 0
+    });
+    assert_eq!(s["requests"], expected, "{s}");
+    assert_eq!(
+        (&s["requests_parked"], &s["connections_open"]),
+        (&0.into(), &0.into()),
+        "{s}"
+    );
+}
+
+/// Control clients that connect and say nothing hold only their own connections: up to
+/// `MAX_CLIENTS` of them, `ctl` is answered at once; beyond that a client is told at once that
+/// the server is busy, and served again once the stalled ones go.
+#[test]
+fn stalled_control_clients_do_not_hold_up_others() {
+    use imds_tun::control::server::MAX_CLIENTS;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    let _serial = one_at_a_time();
+    let dir = scratch("stalled");
+    let socket = dir.join("ctl.sock");
+    let _server = Server::start_with(None, ["--ctl".as_ref(), socket.as_os_str()]);
+    let connect = || UnixStream::connect(&socket).unwrap_or_else(|e| panic!("{e}"));
+    let mut stalled: Vec<UnixStream> = (0..MAX_CLIENTS - 1).map(|_| connect()).collect();
+    let start = Instant::now();
+    assert_eq!(status_json(&socket)["mode"], "serve");
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "status took {took:?} behind {} stalled clients",
+        MAX_CLIENTS - 1
+    );
+    // The last free place; it may take the status client's thread a moment to give it back
+    // (a refused client is told so at once).
+    let last = (0..50)
+        .find_map(|_| {
+            let mut s = connect();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut byte = [0u8; 1];
+            match s.read(&mut byte) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(s),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Some(s),
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| panic!("no place for client {MAX_CLIENTS}"));
+    stalled.push(last);
+    let start = Instant::now();
+    let err = ctl_err(&socket, &["status"]);
+    assert!(err.contains("busy"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(stalled);
+    let start = Instant::now();
+    while !ctl(&socket, &["status"]).status.success() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "places not given back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `pipelined_waits.py` with `python` (a command, so that it can run inside a test host)
+/// against `host` `port` on GCE's `instance/id` with a 1 s timeout each, and
+/// returns when each answer came, in seconds, checking both are 200.
+fn pipelined_wait_times(mut python: Command, host: &str, port: &str) -> Vec<f64> {
+    let out = python
+        .arg(format!(
+            "{}/tests/sdk/pipelined_waits.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args([host, port, "instance/id", "1"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let times: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("answer "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f.get(2), Some(&"200"), "{text}");
+            f.get(1).and_then(|t| t.parse().ok()).unwrap_or(-1.0)
+        })
+        .collect();
+    assert_eq!(times.len(), 2, "{text}");
+    times
+}
+
+/// Two hanging GETs pipelined on one connection each wait their own `timeout_sec`: the
+/// second is not answered when the first's deadline passes, but parks for its own second.
+fn assert_each_waits_its_own_timeout(times: &[f64]) {
+    assert!(
+        (0.9..1.8).contains(&times[0]),
+        "first answer after {times:?} s"
+    );
+    assert!(
+        times[1] - times[0] >= 0.9,
+        "the second hanging GET was answered with the first: {times:?} s"
+    );
+}
+
+#[test]
+fn pipelined_hanging_gets_each_wait_their_own_timeout_on_serve() {
+    let _serial = one_at_a_time();
+    let server = Server::start(None);
+    let (host, port) = server.addr.split_once(':').unwrap_or_default();
+    let times = pipelined_wait_times(Command::new(support::python()), host, port);
+    eprintln!("serve: pipelined hanging GETs answered after {times:?} s");
+    assert_each_waits_its_own_timeout(&times);
 }

@@ -65,8 +65,15 @@ fn bind_mounted_hosts_file_is_rewritten_in_place_and_restored_exactly() {
             let mode = hosts.add(&HostsBlock::metadata("imds0", 1)).unwrap();
             assert_eq!(mode, WriteMode::InPlace);
             let during = fs::read(&target).unwrap();
-            assert!(during.starts_with(b"# BEGIN imds-tun device=imds0 pid=1 "));
-            assert!(during.ends_with(original));
+            // In place, the block is appended: the original bytes are never written over.
+            assert!(during.starts_with(original));
+            let block = &during[original.len()..];
+            assert!(
+                block.starts_with(b"# BEGIN imds-tun device=imds0 pid=1 ")
+                    || block.starts_with(b"\n# BEGIN imds-tun newline-added device=imds0 pid=1 "),
+                "{}",
+                String::from_utf8_lossy(block)
+            );
             assert!(hosts.remove("imds0").unwrap());
             assert_eq!(fs::read(&target).unwrap(), original);
             // No temporary file left next to it.

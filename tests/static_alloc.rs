@@ -295,13 +295,13 @@ fn metrics_recording_allocates_nothing() {
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
     let mut answered = Vec::with_capacity(8);
     let mut allocated = 0;
-    for round in 0..2 {
+    for round in 0..2u64 {
         let before = ALLOCATIONS.with(Cell::get);
         let arrival = (Instant::now(), ctx.now);
         let mut sink = observer.sink(&mut out, &mut answered, ctx.door, peer, arrival);
         respond_all(request, &s, &ctx, &limits, &mut sink);
         observer.finish(&mut answered, Instant::now());
-        slot.publish(&tcp, &engine, (0, 1, 0));
+        slot.publish(&tcp, &engine, (0, 1, 0), round);
         allocated = ALLOCATIONS.with(Cell::get) - before;
         assert_eq!(out.len(), 1, "round {round}");
         out.clear();

@@ -33,6 +33,17 @@ pub struct RequestContext {
     pub wait_over: bool,
 }
 
+impl RequestContext {
+    /// The context of the next request of a buffer answered in one go: `wait_over` belongs to
+    /// the first request alone (the one that waited); requests pipelined behind it have their
+    /// own wait ahead of them (a second hanging GET parks with its own limit).
+    pub fn next_request(&mut self) -> RequestContext {
+        let this = *self;
+        self.wait_over = false;
+        this
+    }
+}
+
 /// The front doors a request can come through. Each is a different service on a real
 /// machine, with its own rules for the same paths (a token from IMDS needs `Metadata: true`,
 /// one from Azure Arc's HIMDS also a key-file challenge, one from App Service a secret header).

@@ -32,8 +32,14 @@ pub fn call(path: &Path, request: &Request) -> Result<Response, ClientError> {
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    (&stream).write_all(line.as_bytes())?;
+    let sent = (&stream).write_all(line.as_bytes());
+    // A server with no place for us answers `busy` and closes before reading: its answer is
+    // still there to read when our write failed.
     let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer)?;
-    Ok(serde_json::from_str(&answer)?)
+    let read = BufReader::new(&stream).read_line(&mut answer);
+    match (sent, read) {
+        (_, Ok(n)) if n > 0 => Ok(serde_json::from_str(&answer)?),
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e.into()),
+        (Ok(()), Ok(_)) => Ok(serde_json::from_str(&answer)?),
+    }
 }

@@ -19,7 +19,7 @@
 //! - `reload`: re-reads the file, as SIGHUP does (it is the same code); edits that were not
 //!   persisted are gone after it, since the file is the truth.
 //! - `status`: uptime, open connections, parked requests, requests per cloud and tokens
-//!   issued ([`status`]), and the live state's counts (current events, fault rules, faults
+//!   issued, read from the metrics registry ([`status`]), and the live state's counts (current events, fault rules, faults
 //!   injected).
 //! - `event`, `fault`: the live state ([`crate::live`]): schedule, list and cancel events,
 //!   add, list and clear injected faults. The request carries the command line's words, read
@@ -58,7 +58,6 @@ use crate::config::{self, ConfigErrors, DEFAULT_SOURCE};
 use crate::snapshot::{Keys, Snapshot, SnapshotCell};
 use edit::{Op, Target};
 use protocol::{Request, Response};
-use status::FrontStats;
 
 /// Why the control interface could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +86,6 @@ pub struct Control {
     /// The configuration document now served (the file's text, plus unpersisted edits). The
     /// lock also serialises edits and reloads.
     document: Mutex<Value>,
-    fronts: Mutex<Vec<Arc<FrontStats>>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -125,13 +123,7 @@ impl Control {
             doors,
             file,
             document: Mutex::new(document),
-            fronts: Mutex::new(Vec::new()),
         })
-    }
-
-    /// Counts `front`'s requests and connections in `status`.
-    pub fn add_front(&self, front: Arc<FrontStats>) {
-        lock(&self.fronts).push(front);
     }
 
     /// Answers one request.
@@ -296,19 +288,14 @@ impl Control {
     }
 
     fn status(&self) -> Response {
-        let (requests, connections, parked) = status::sum(&lock(&self.fronts));
-        let s = status::Status {
-            uptime_secs: self.started.elapsed().as_secs(),
-            mode: self.mode,
-            config: self
-                .file
+        let s = status::Status::read(
+            crate::metrics::global(),
+            self.started.elapsed().as_secs(),
+            self.mode,
+            self.file
                 .as_ref()
                 .map_or(DEFAULT_SOURCE.to_string(), |p| p.display().to_string()),
-            connections_open: connections,
-            requests_parked: parked,
-            requests,
-            tokens_issued: crate::identity::source::tokens_issued(),
-        };
+        );
         Response::ok(serde_json::to_value(s).unwrap_or(Value::Null))
     }
 

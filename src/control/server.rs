@@ -3,16 +3,19 @@
 //! Contract: [`ControlSocket::bind`] creates the socket under a temporary name, sets its mode
 //! to 0600 and renames it into place, so it is never reachable with looser permissions; a
 //! leftover socket nobody answers on is replaced, a live one is an error (another instance owns
-//! it). Each accepted connection is served in turn: the peer must be root or the user the
-//! server runs as (`SO_PEERCRED`), sends one request line of at most
+//! it). Each accepted connection is served on a thread of its own, at most [`MAX_CLIENTS`] at
+//! once, so a client that stalls (holding its connection for up to [`IO_TIMEOUT`]) delays
+//! nobody else; one more than that is answered at once with an error. The peer must be root
+//! or the user the server runs as (`SO_PEERCRED`), sends one request line of at most
 //! [`super::protocol::MAX_REQUEST`] bytes within [`IO_TIMEOUT`], and gets one response line.
-//! Commands are short (an edit renders one snapshot), so one thread is enough and edits are
-//! serialised anyway. Dropping the [`ControlSocket`] removes the socket file.
+//! Commands run concurrently; [`Control`] serialises edits and reloads itself. Dropping the
+//! [`ControlSocket`] removes the socket file.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +24,10 @@ use super::Control;
 
 /// How long a client may take to send its request and read the answer.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Clients served at once; each costs a thread (and at most [`MAX_REQUEST`] bytes) for at
+/// most about twice [`IO_TIMEOUT`].
+pub const MAX_CLIENTS: usize = 16;
 
 /// A bound control socket; its thread serves until the process ends.
 #[derive(Debug)]
@@ -78,12 +85,52 @@ impl Drop for ControlSocket {
     }
 }
 
+/// One client being served: counted in `active` until dropped.
+struct Client(Arc<AtomicUsize>);
+
+impl Client {
+    fn admit(active: &Arc<AtomicUsize>) -> Option<Client> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CLIENTS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Client(Arc::clone(active)))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn accept_loop(listener: UnixListener, control: Arc<Control>) {
+    let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         match stream {
             Ok(s) => {
-                if let Err(e) = serve_one(s, &control) {
-                    tracing::debug!(error = %e, "control connection ended with an error");
+                let Some(client) = Client::admit(&active) else {
+                    // Written into an empty socket buffer: it does not block.
+                    let busy = Response::error(format!(
+                        "busy: {MAX_CLIENTS} control clients are being served; try again"
+                    ));
+                    let _ = s
+                        .set_write_timeout(Some(IO_TIMEOUT))
+                        .and_then(|()| respond(&s, &busy));
+                    continue;
+                };
+                let control = Arc::clone(&control);
+                let spawned = std::thread::Builder::new()
+                    .name("imds-tun-ctl-client".into())
+                    .spawn(move || {
+                        if let Err(e) = serve_one(s, &control) {
+                            tracing::debug!(error = %e, "control connection ended with an error");
+                        }
+                        drop(client);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "cannot start a thread for a control client");
                 }
             }
             Err(e) => {
@@ -115,9 +162,14 @@ fn serve_one(stream: UnixStream, control: &Control) -> std::io::Result<()> {
             }
         }
     };
-    let mut out = serde_json::to_string(&response).map_err(std::io::Error::other)?;
+    respond(&stream, &response)
+}
+
+/// Writes `response` as one line.
+fn respond(stream: &UnixStream, response: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_string(response).map_err(std::io::Error::other)?;
     out.push('\n');
-    (&stream).write_all(out.as_bytes())
+    (&*stream).write_all(out.as_bytes())
 }
 
 /// `Ok` when the peer is root or our own user; else its uid.

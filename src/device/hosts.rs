@@ -22,12 +22,23 @@
 //! - A `BEGIN` without its `END` is an error naming the line: guessing where a damaged block
 //!   ends could delete the user's lines.
 //! - Writes are atomic where the filesystem allows: a temporary file in the same directory,
-//!   same mode and owner, fsync, `rename` over the original, fsync of the directory. When the
-//!   file is a bind mount (containers, `ip netns exec`), `rename` fails with `EBUSY`; then the
-//!   file is rewritten in place: one `pwrite` of the whole new content at offset 0, then
-//!   `ftruncate` to the new length, then fsync. Trade-off: a reader racing that rewrite may
-//!   briefly see a torn file (new head, old tail) — there is no atomic alternative for a file
-//!   that cannot be replaced, and the window is one syscall wide.
+//!   same mode and owner, fsync, `rename` over the original, fsync of the directory.
+//! - When the file cannot be replaced (a bind mount, as in containers and `ip netns exec`:
+//!   `rename` fails with `EBUSY`), it is edited so that a crash at any moment leaves the lines
+//!   that were there before intact: `add` **appends** the block at the end with one `pwrite`
+//!   after the original length (never writing over an original byte), and `remove` of a block
+//!   that ends the file is one `ftruncate` to where it began. A file that did not end with a
+//!   newline gets one before the block, and the `BEGIN` line says so (`newline-added`), so
+//!   that removal takes it away again. A write torn by a crash (only possible where it
+//!   crosses a page boundary) leaves a `BEGIN` line without its `END` at the very end of the
+//!   file: that is recognised as ours and truncated too; a tear inside the `BEGIN` line itself
+//!   leaves a partial comment line after the original ones (harmless, never an original line
+//!   changed). Trade-off: an appended block comes after the file's own lines, so an entry of
+//!   the user's for the same names wins while we run (glibc takes the first match).
+//!   Removal of a block that does not end the file (the user appended lines while we ran, or
+//!   a block inserted at the start) rewrites it whole: by rename, or in place with one
+//!   `pwrite` then `ftruncate` (a crash between the two leaves the tail of the old content
+//!   after the new; that case needs both a bind mount and a hand edit during the run).
 //! - Symlinks are followed: the file the link points to is rewritten, the link stays.
 
 use std::fs::{self, File, OpenOptions};
@@ -37,6 +48,10 @@ use std::path::{Path, PathBuf};
 
 const BEGIN: &str = "# BEGIN imds-tun device=";
 const END: &str = "# END imds-tun device=";
+/// The `BEGIN` of a block whose preceding newline was added by us (the file did not end with
+/// one). The mark comes before the device name, so a `BEGIN` line cut short by a crash is
+/// either recognisably this kind or not recognised at all.
+const BEGIN_NEWLINE_ADDED: &str = "# BEGIN imds-tun newline-added device=";
 
 /// The block `up` adds for one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +75,19 @@ impl HostsBlock {
     }
 
     fn render(&self) -> Vec<u8> {
+        self.render_after(false)
+    }
+
+    /// The block; with `newline_added`, preceded by the newline that ends the file's last
+    /// line, which the `BEGIN` line records so that removal takes it away again.
+    fn render_after(&self, newline_added: bool) -> Vec<u8> {
+        let (nl, begin) = if newline_added {
+            ("\n", BEGIN_NEWLINE_ADDED)
+        } else {
+            ("", BEGIN)
+        };
         let mut s = format!(
-            "{BEGIN}{} pid={} (added by `imds-tun up`, removed on exit or by `imds-tun down`)\n",
+            "{nl}{begin}{} pid={} (added by `imds-tun up`, removed on exit or by `imds-tun down`)\n",
             self.device, self.pid
         );
         for l in &self.lines {
@@ -116,7 +142,10 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 
 fn is_begin(line: &[u8], device: &str) -> bool {
     let l = trim_eol(line);
-    let Some(rest) = l.strip_prefix(BEGIN.as_bytes()) else {
+    let Some(rest) = l
+        .strip_prefix(BEGIN.as_bytes())
+        .or_else(|| l.strip_prefix(BEGIN_NEWLINE_ADDED.as_bytes()))
+    else {
         return false;
     };
     let Some(rest) = rest.strip_prefix(device.as_bytes()) else {
@@ -159,6 +188,55 @@ pub fn remove_block(
         });
     }
     Ok((out, removed))
+}
+
+/// Where to truncate `content` to remove the block of `device`, if the file's only block of
+/// that device is its tail: either complete (its `END` line is the file's last line) or torn
+/// (a `BEGIN` line with no `END` after it: an append cut short by a crash). Includes the
+/// newline before it when its `BEGIN` line says that newline was added.
+fn tail_block(content: &[u8], device: &str) -> Option<usize> {
+    let mut begin: Option<(usize, bool)> = None;
+    let mut after_end = false;
+    let mut blocks = 0;
+    let mut offset = 0;
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        let at = offset;
+        offset += line.len();
+        if is_begin(line, device) {
+            blocks += 1;
+            let added = line.starts_with(BEGIN_NEWLINE_ADDED.as_bytes());
+            begin = Some((at, added));
+            after_end = false;
+        } else if begin.is_some() && is_end(line, device) {
+            after_end = true;
+        } else if after_end {
+            // Lines after the block's END: it is not the tail.
+            return None;
+        } else if begin.is_some() && !could_be_ours(line, device) {
+            // Inside a block without END (yet), a line `up` never writes: a damaged block
+            // of somebody's making, not a torn append; leave it to `remove_block`'s error.
+            return None;
+        }
+    }
+    let (at, added) = begin?;
+    if blocks != 1 {
+        return None;
+    }
+    if added && at > 0 && content[at - 1] == b'\n' {
+        Some(at - 1)
+    } else {
+        Some(at)
+    }
+}
+
+/// Whether `line` (possibly cut short by a torn write) is, or begins, a line that `up`
+/// writes inside a block of `device`: a host line of [`HostsBlock::metadata`] or the `END`.
+fn could_be_ours(line: &[u8], device: &str) -> bool {
+    let line = trim_eol(line);
+    let end = format!("{END}{device}");
+    let mut ours = HostsBlock::metadata(device, 0).lines;
+    ours.push(end);
+    ours.iter().any(|l| l.as_bytes().starts_with(line))
 }
 
 /// Returns `content` with `block` at the start and no other block of the same device.
@@ -208,7 +286,11 @@ impl HostsFile {
     }
 
     /// Adds `block` (replacing a stale block of the same device). A missing file is created.
+    /// Atomically at the start of the file where it can be replaced, else appended in place
+    /// (module docs).
     pub fn add(&self, block: &HostsBlock) -> Result<WriteMode, HostsError> {
+        // A stale block of this device (a killed run) goes first.
+        self.remove(&block.device)?;
         let content = match fs::read(&self.path) {
             Ok(c) => c,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -219,16 +301,42 @@ impl HostsFile {
             fs::write(&self.path, &new).map_err(self.io("creating"))?;
             return Ok(WriteMode::Renamed);
         }
-        write_replacing(&self.path, &new).map_err(self.io("writing"))
+        let real = fs::canonicalize(&self.path).map_err(self.io("resolving"))?;
+        match write_by_rename(&real, &new) {
+            Ok(()) => Ok(WriteMode::Renamed),
+            Err(e) => {
+                tracing::debug!(path = %real.display(), error = %e, "cannot replace the file; appending in place");
+                let joined = !content.is_empty() && !content.ends_with(b"\n");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&real)
+                    .map_err(self.io("opening"))?;
+                f.write_all_at(&block.render_after(joined), content.len() as u64)
+                    .and_then(|()| f.sync_all())
+                    .map_err(self.io("appending"))?;
+                Ok(WriteMode::InPlace)
+            }
+        }
     }
 
-    /// Removes the block of `device`; `Ok(false)` (and no write) when there is none.
+    /// Removes the block of `device`; `Ok(false)` (and no write) when there is none. A block
+    /// that ends the file (an appended one, or a torn append) is cut off with one truncation.
     pub fn remove(&self, device: &str) -> Result<bool, HostsError> {
         let content = match fs::read(&self.path) {
             Ok(c) => c,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(self.io("reading")(e)),
         };
+        if let Some(at) = tail_block(&content, device) {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(self.io("opening"))?;
+            f.set_len(at as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(self.io("truncating"))?;
+            return Ok(true);
+        }
         let (new, removed) = remove_block(&content, device, &self.path)?;
         if removed == 0 {
             return Ok(false);
@@ -420,6 +528,74 @@ mod tests {
         assert_eq!(fs::read(&real).unwrap(), original);
         // No temporary files left behind.
         assert_eq!(fs::read_dir(&d).unwrap().count(), 2);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A crash can cut the in-place append anywhere: at every cut the original bytes are an
+    /// untouched prefix, and `remove` restores them exactly (or, for a cut inside the `BEGIN`
+    /// line's marker text, leaves the original followed by a partial comment line).
+    #[test]
+    fn torn_append_at_every_byte_keeps_the_original_lines() {
+        let d = temp_dir("torn");
+        let f = d.join("hosts");
+        for original in [
+            &b"127.0.0.1 localhost\n# keep\n"[..],
+            b"127.0.0.1 localhost\n# no eol",
+        ] {
+            let joined = !original.ends_with(b"\n");
+            let block = HostsBlock::metadata("imds0", 77).render_after(joined);
+            let begin_len = block.iter().position(|&b| b == b' ').unwrap_or(0);
+            for cut in 0..=block.len() {
+                let mut content = original.to_vec();
+                content.extend_from_slice(&block[..cut]);
+                fs::write(&f, &content).unwrap();
+                let hosts = HostsFile::new(&f);
+                let result = hosts.remove("imds0");
+                let now = fs::read(&f).unwrap();
+                assert!(now.starts_with(original), "cut {cut}: original damaged");
+                let begin = if joined { BEGIN_NEWLINE_ADDED } else { BEGIN };
+                let marker = usize::from(joined) + begin.len() + "imds0".len();
+                if cut >= marker {
+                    assert!(result.unwrap(), "cut {cut}: torn block not removed");
+                    assert_eq!(now, original, "cut {cut}");
+                } else {
+                    // Not yet recognisable as a block: a partial comment, left alone.
+                    assert!(!result.unwrap(), "cut {cut} ({begin_len})");
+                }
+            }
+        }
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn appended_block_is_removed_by_truncation_even_after_a_stale_one() {
+        let d = temp_dir("append");
+        let f = d.join("hosts");
+        let original = b"127.0.0.1 localhost\n# tail without newline";
+        let block = HostsBlock::metadata("imds0", 5);
+        let mut appended = original.to_vec();
+        appended.extend_from_slice(&block.render_after(true));
+        fs::write(&f, &appended).unwrap();
+        let hosts = HostsFile::new(&f);
+        assert!(hosts.has_block("imds0").unwrap());
+        assert_eq!(tail_block(&appended, "imds0"), Some(original.len()));
+        assert!(hosts.remove("imds0").unwrap());
+        assert_eq!(fs::read(&f).unwrap(), original);
+        // A user line after the block: not a tail, removed by rewriting, still exact.
+        let mut edited = appended.clone();
+        edited.extend_from_slice(b"169.254.1.1 later\n");
+        assert_eq!(tail_block(&edited, "imds0"), None);
+        fs::write(&f, &edited).unwrap();
+        assert!(hosts.remove("imds0").unwrap());
+        let mut want = original.to_vec();
+        want.extend_from_slice(b"\n169.254.1.1 later\n");
+        assert_eq!(fs::read(&f).unwrap(), want);
+        // A damaged block followed by lines `up` never writes is an error, not a truncation.
+        let damaged = b"# BEGIN imds-tun device=imds0 pid=1\n127.0.0.1 mine\n";
+        assert_eq!(tail_block(damaged, "imds0"), None);
+        fs::write(&f, damaged).unwrap();
+        assert!(hosts.remove("imds0").is_err());
+        assert_eq!(fs::read(&f).unwrap(), damaged);
         fs::remove_dir_all(&d).unwrap();
     }
 

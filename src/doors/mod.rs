@@ -27,7 +27,6 @@ use crate::cloud::azure::legacy_msi::LEGACY_MSI_PATH;
 use crate::cloud::Door;
 use crate::config::doors::ECS_ADDRESS;
 use crate::config::Config;
-use crate::control::status::FrontStats;
 use crate::listen::{serve_door, FrontDoor};
 use crate::snapshot::{Keys, SnapshotCell};
 
@@ -41,8 +40,6 @@ pub struct Doors {
     legacy_msi: Option<SocketAddr>,
     ecs_relative_uri: Option<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Requests and connections of every door, for `ctl status`.
-    stats: Arc<FrontStats>,
 }
 
 impl std::fmt::Debug for Doors {
@@ -78,11 +75,6 @@ fn bind(door: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener,
 }
 
 impl Doors {
-    /// The doors' request and connection counters.
-    pub fn stats(&self) -> &Arc<FrontStats> {
-        &self.stats
-    }
-
     /// Opens the doors `config` enables, on `runtime`. `himds_journal` is where `up` records
     /// what the HIMDS door changes on the host ([`journal`]); `None` for `serve`.
     pub fn open(
@@ -101,7 +93,6 @@ impl Doors {
             ecs_relative_uri: (config.aws.enabled && config.aws.container_credentials.enabled)
                 .then(|| config.aws.container_credentials.relative_uri.clone()),
             tasks: Vec::new(),
-            stats: Arc::new(FrontStats::default()),
         };
         let wanted = [
             (az.himds.enabled, "HIMDS"),
@@ -124,9 +115,8 @@ impl Doors {
             true => Some(bind("legacy MSI", az.legacy_msi.listen)?),
             false => None,
         };
-        let stats = Arc::clone(&doors.stats);
         let spawn = |l: tokio::net::TcpListener, door: FrontDoor| {
-            tokio::spawn(serve_door(l, Arc::clone(cell), door, Arc::clone(&stats)))
+            tokio::spawn(serve_door(l, Arc::clone(cell), door))
         };
         if let Some(l) = himds {
             let addr = l.local_addr().unwrap_or(az.himds.listen);

@@ -10,7 +10,9 @@
 //! [`crate::http::Reply::Pending`] parks its connection (see [`crate::pending`]);
 //! [`Engine::handle_wakeup`] answers it when the engine's wake-up eventfd says its ticket is
 //! done, or at its deadline (the error for a token flight, the current value for a hanging
-//! GET), while every other connection is served as usual. A parked request is a ticket in
+//! GET), while every other connection is served as usual. Only the request that waited is
+//! past its wait: requests pipelined behind it are answered as on a first run, and one that
+//! parks gets its own limit ([`RequestContext::next_request`]). A parked request is a ticket in
 //! its connection's state, held from TCP's header and idle timeouts: thousands cost only
 //! their connections. [`driver`] is the thin blocking loop around it
 //! that reads the clock and waits on the device; [`up`] is the `imds-tun up` command.
@@ -21,7 +23,9 @@
 //! Invariants: per keep-alive request the work is one device read, one parse, one snapshot
 //! lookup (with a fleet, one lookup of the caller's profile) and one device write of header +
 //! snapshot slice; nothing on that path allocates or copies the response. A malformed packet costs only itself (counted); a bad request costs
-//! only its connection.
+//! only its connection. A connection holds less than twice
+//! [`crate::http::exchange::MAX_OUTPUT`] of unacknowledged responses (plus one response):
+//! further pipelined requests wait, unread, in its receive buffer until the client reads.
 
 pub mod driver;
 pub mod eventfd;
@@ -33,9 +37,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cloud::{Door, RequestContext};
-use crate::control::status::FrontStats;
 use crate::device::{Device, MAX_PACKET};
-use crate::http::exchange::{respond_all_with, Outgoing};
+use crate::http::exchange::{respond_all_with, Outgoing, MAX_OUTPUT};
 use crate::http::DropKind;
 use crate::metrics::answered::Answered;
 use crate::metrics::{EngineSlot, Observer};
@@ -76,6 +79,10 @@ pub struct Exchange {
     /// The first unanswered request waits on this ticket until the deadline; it and the
     /// bytes after it stay in the receive buffer, held from TCP's header and idle timeouts.
     parked: Option<(Ticket, std::time::Instant)>,
+    /// Requests wait in the receive buffer because [`MAX_OUTPUT`] of responses are queued and
+    /// unacknowledged (a client pipelining without reading): answered again once the send
+    /// queue drains below it.
+    backlogged: bool,
     /// An answer injected latency holds back until its time; nothing after it is answered
     /// before it is sent.
     held: Option<Held>,
@@ -138,11 +145,11 @@ pub struct Engine<D: Device> {
     /// The earliest deadline of the parked requests (kept so that `poll_at` and
     /// `handle_wakeup` cost nothing per loop while thousands of hanging GETs wait).
     parked_until: Option<std::time::Instant>,
-    /// What `ctl status` reads: this thread's own counters (no cache line shared).
-    stats: Arc<FrontStats>,
     /// Signalled when a ticket of a parked request is done; made on the first park, so an
     /// engine that never parks has no extra descriptor.
     wakeup: Option<Arc<EventFd>>,
+    /// Connections with requests held back by the output bound (see [`Exchange`]).
+    backlogged: Vec<ConnId>,
     /// Where answered requests are counted and logged, and this thread's counters published
     /// ([`Engine::export`]); `None` in tests that do not look.
     observer: Option<(Observer, Arc<EngineSlot>)>,
@@ -170,8 +177,8 @@ impl<D: Device> Engine<D> {
             out: Vec::with_capacity(8),
             parked: Vec::new(),
             parked_until: None,
-            stats: Arc::new(FrontStats::default()),
             wakeup: None,
+            backlogged: Vec::new(),
             observer: None,
             answered: Vec::with_capacity(BATCH),
         }
@@ -189,7 +196,13 @@ impl<D: Device> Engine<D> {
     pub fn handle_flushed(&mut self, done: std::time::Instant) {
         if let Some((observer, slot)) = &self.observer {
             observer.finish(&mut self.answered, done);
-            slot.publish(self.tcp.counters(), &self.counters, self.tcp.class_counts());
+            let parked = self.parked.len() as u64;
+            slot.publish(
+                self.tcp.counters(),
+                &self.counters,
+                self.tcp.class_counts(),
+                parked,
+            );
         }
     }
 
@@ -258,11 +271,6 @@ impl<D: Device> Engine<D> {
         self.parked.len()
     }
 
-    /// The counters this engine publishes for `ctl status`.
-    pub fn stats(&self) -> &Arc<FrontStats> {
-        &self.stats
-    }
-
     pub fn counters(&self) -> &EngineCounters {
         &self.counters
     }
@@ -295,7 +303,38 @@ impl<D: Device> Engine<D> {
             self.counters.packets_in += 1;
             self.handle_packet(now, wall, len);
         }
+        if !self.backlogged.is_empty() {
+            self.handle_backlog(now, wall);
+        }
         Ok(read)
+    }
+
+    /// Answers again the connections whose held-back requests now fit under the output bound
+    /// (their client acknowledged enough of the responses).
+    fn handle_backlog(&mut self, now: std::time::Instant, wall: SystemTime) {
+        let backlogged = std::mem::take(&mut self.backlogged);
+        for id in backlogged {
+            let drained = self.tcp.send_queued(id) < MAX_OUTPUT;
+            let Some(app) = self.tcp.app_mut(id) else {
+                continue; // the connection is gone
+            };
+            if drained {
+                app.backlogged = false;
+                self.answer(id, now, wall, None);
+            } else {
+                self.backlogged.push(id);
+            }
+        }
+    }
+
+    /// Holds `id`'s buffered requests until its send queue drains below [`MAX_OUTPUT`].
+    fn backlog(&mut self, id: ConnId) {
+        if let Some(app) = self.tcp.app_mut(id) {
+            if !app.backlogged {
+                app.backlogged = true;
+                self.backlogged.push(id);
+            }
+        }
     }
 
     /// Runs TCP timers that are due.
@@ -306,11 +345,8 @@ impl<D: Device> Engine<D> {
         }
     }
 
-    /// Writes every pending segment, and publishes the connection and parked counts.
+    /// Writes every pending segment.
     pub fn flush(&mut self, now: std::time::Instant) {
-        let (half_open, established, _) = self.tcp.class_counts();
-        self.stats.set_connections((half_open + established) as u64);
-        self.stats.set_parked(self.parked.len() as u64);
         let t = self.clock.tcp(now);
         let device = &mut self.device;
         let counters = &mut self.counters;
@@ -390,7 +426,7 @@ impl<D: Device> Engine<D> {
         if self
             .tcp
             .app(id)
-            .is_some_and(|a| a.parked.is_some() || a.held.is_some())
+            .is_some_and(|a| a.parked.is_some() || a.held.is_some() || a.backlogged)
         {
             return;
         }
@@ -402,6 +438,13 @@ impl<D: Device> Engine<D> {
             self.tcp.consume(id, n);
             return;
         }
+        if !data.is_empty() && self.tcp.send_queued(id) >= MAX_OUTPUT {
+            // Bounded output: the requests wait in the receive buffer (whose window closes)
+            // until the client reads what it was sent.
+            self.backlog(id);
+            return;
+        }
+        let data = self.tcp.recv_data(id);
         if !data.is_empty() {
             let current = self.cell.load();
             let Some(snapshot) = current.for_peer(peer.ip()) else {
@@ -410,24 +453,23 @@ impl<D: Device> Engine<D> {
                 return;
             };
             let limits = snapshot.config.server.limits();
-            let ctx = RequestContext {
+            let mut ctx = RequestContext {
                 now: wall,
                 peer,
                 local,
                 door: Door::at_address(local.ip()),
                 wait_over: rerun.is_some_and(|r| r.over),
             };
-            let stats = &self.stats;
-            let respond = |request: &crate::http::Request<'_>| {
-                stats.counted(request.path, snapshot.respond(request, &ctx))
-            };
+            let door = ctx.door;
+            let respond =
+                |request: &crate::http::Request<'_>| snapshot.respond(request, &ctx.next_request());
             let progress = match &self.observer {
                 Some((observer, _)) => {
                     let arrival = rerun.map_or(now, |r| r.arrival);
                     let mut sink = observer.sink(
                         &mut self.out,
                         &mut self.answered,
-                        ctx.door,
+                        door,
                         peer,
                         (arrival, wall),
                     );
@@ -488,6 +530,12 @@ impl<D: Device> Engine<D> {
                 let keep = rerun.filter(|_| progress.answered == 0).map(|r| r.deadline);
                 self.park(id, ticket, now, keep);
                 // The parked request is complete: a FIN after it does not end the exchange.
+                return;
+            }
+            if progress.more {
+                // Answered up to the output bound; a FIN after the held-back requests does
+                // not end the exchange either.
+                self.backlog(id);
                 return;
             }
         }

@@ -157,9 +157,6 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
             return Err(e.into());
         }
     };
-    if let Some((d, _)) = &doors {
-        control.add_front(Arc::clone(d.stats()));
-    }
     let ctl_path = opts
         .ctl
         .clone()
@@ -212,7 +209,6 @@ pub fn run(snapshot: Snapshot, keys: Keys, opts: UpOptions) -> Result<(), UpErro
         };
         let mut engine = Engine::new(device, tcp.clone(), isn_key, Arc::clone(&cell), started);
         engine.export(Observer::new(), metrics::global().engine_slot());
-        control.add_front(Arc::clone(engine.stats()));
         let stop = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name(format!("imds-tun-q{i}"))

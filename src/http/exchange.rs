@@ -8,6 +8,13 @@
 //! ticket, and the caller calls again when the ticket is done. A parse error produces one error
 //! response and `close`; what was answered before it stays answered.
 //!
+//! Bounded output: one call stops answering once its responses reach [`MAX_OUTPUT`] bytes
+//! ([`Progress::more`]); the caller writes them and calls again only when its own send queue
+//! has drained below that. A client that pipelines requests without reading the answers thus
+//! makes the server hold less than 2 x [`MAX_OUTPUT`] of responses (plus one response) per
+//! connection; the unread requests stay in the receive buffer, which closes the client's
+//! window (our TCP) or fills its socket buffer (`serve`).
+//!
 //! Injected failures ([`crate::live::faults`]): a [`Reply::Later`] answer is pushed with
 //! [`Outgoing::delay`] and ends the loop (the front door sends it, and reads on, only after
 //! the delay); a [`Reply::Drop`] pushes nothing, ends the loop and sets [`Progress::drop`]
@@ -22,6 +29,10 @@ use crate::cloud::RequestContext;
 use crate::pending::Ticket;
 use crate::snapshot::Snapshot;
 use crate::wire::checksum::PartialSum;
+
+/// The response bytes one call of [`respond_all`] produces before it stops (the last
+/// response may cross it), and the send-queue level below which a front door calls again.
+pub const MAX_OUTPUT: usize = 128 * 1024;
 
 /// One response, ready for the transport.
 #[derive(Debug)]
@@ -63,6 +74,9 @@ pub struct Progress {
     /// The first unanswered request waits on this ticket: it and everything after it stay in
     /// the buffer (not consumed) until the front door re-runs them.
     pub pending: Option<Ticket>,
+    /// Answering stopped at [`MAX_OUTPUT`] with complete requests possibly left in the buffer:
+    /// call again once the responses are written (or queued below [`MAX_OUTPUT`]).
+    pub more: bool,
     /// End the connection this way, without answering the last request (consumed).
     pub drop: Option<DropKind>,
 }
@@ -91,9 +105,18 @@ pub fn respond_all_with<'s>(
         answered: 0,
         close: false,
         pending: None,
+        more: false,
         drop: None,
     };
+    let sink = &mut CountingSink {
+        inner: sink,
+        bytes: 0,
+    };
     while progress.consumed < buf.len() {
+        if sink.bytes >= MAX_OUTPUT {
+            progress.more = true;
+            break;
+        }
         let mut headers = header_array();
         match parse_request(&buf[progress.consumed..], &mut headers, limits) {
             Ok(Parsed::Partial) => break,
@@ -166,6 +189,23 @@ pub fn error_response(e: HttpError) -> Response {
     Response::new(e.status())
         .header("Content-Type", "text/plain; charset=utf-8")
         .body(format!("{e}\n"))
+}
+
+/// Counts the bytes pushed through it, for the [`MAX_OUTPUT`] bound.
+struct CountingSink<'a, S> {
+    inner: &'a mut S,
+    bytes: usize,
+}
+
+impl<S: Sink> Sink for CountingSink<'_, S> {
+    fn push(&mut self, out: Outgoing) {
+        self.bytes += out.bytes.len();
+        self.inner.push(out);
+    }
+
+    fn answered(&mut self, request: Option<&Request<'_>>, status: u16) {
+        self.inner.answered(request, status);
+    }
 }
 
 fn push_prebuilt(

@@ -44,6 +44,8 @@ pub enum HttpError {
     Malformed(&'static str),
     #[error("request header fields too large")]
     HeadTooLarge,
+    #[error("request target too long")]
+    UriTooLong,
     #[error("too many request header fields")]
     TooManyHeaders,
     #[error("request body too large")]
@@ -59,6 +61,8 @@ impl HttpError {
         match self {
             HttpError::Malformed(_) => 400,
             HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
+            // RFC 9112 3: a request-target longer than the server parses MUST get 414.
+            HttpError::UriTooLong => 414,
             HttpError::BodyTooLarge => 413,
             HttpError::TransferCoding => 501,
             HttpError::Version => 505,
@@ -92,7 +96,7 @@ pub fn parse_request<'b>(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > limits.max_head_bytes {
-                Err(HttpError::HeadTooLarge)
+                Err(too_large(buf, limits))
             } else {
                 Ok(Parsed::Partial)
             };
@@ -102,7 +106,7 @@ pub fn parse_request<'b>(
         Err(e) => return Err(HttpError::Malformed(malformed_reason(e))),
     };
     if head_len > limits.max_head_bytes {
-        return Err(HttpError::HeadTooLarge);
+        return Err(too_large(buf, limits));
     }
     let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
     else {
@@ -134,6 +138,17 @@ pub fn parse_request<'b>(
         },
         len: total,
     })
+}
+
+/// Over the head limit: 414 when the request line alone does not fit (the target is what
+/// is long), else 431 (the header fields are).
+fn too_large(buf: &[u8], limits: &Limits) -> HttpError {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    if line_end.is_none_or(|end| end >= limits.max_head_bytes) {
+        HttpError::UriTooLong
+    } else {
+        HttpError::HeadTooLarge
+    }
 }
 
 /// The body length from `Content-Length`; several differing values are an error
@@ -234,7 +249,10 @@ mod tests {
     fn bounds_are_enforced_before_completion() {
         let mut long = b"GET /".to_vec();
         long.extend(std::iter::repeat_n(b'a', 9000));
-        assert_eq!(parse(&long), Err(HttpError::HeadTooLarge));
+        assert_eq!(parse(&long), Err(HttpError::UriTooLong));
+        let mut fields = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+        fields.extend(std::iter::repeat_n(b'a', 9000));
+        assert_eq!(parse(&fields), Err(HttpError::HeadTooLarge));
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..100 {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());

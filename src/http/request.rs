@@ -66,6 +66,30 @@ impl<'b> Request<'b> {
             .map(|s| s.trim_matches([' ', '\t']))
     }
 
+    /// True when at least one header named `name` is present and every one of them, trimmed
+    /// of optional whitespace and as text, satisfies `accept`. For the headers that show a
+    /// request was not relayed by a proxy or a server-side request forgery (`Metadata: true`,
+    /// `Metadata-Flavor: Google`): RFC 9110 5.3 forbids repeating a field that is not a list,
+    /// so two such headers that disagree (`Metadata: false` then `Metadata: true`) are
+    /// ambiguous and count as absent, whichever comes first; the same value twice is accepted.
+    pub fn header_unanimous(&self, name: &str, accept: impl Fn(&str) -> bool) -> bool {
+        let mut seen = false;
+        for h in self
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+        {
+            let value = std::str::from_utf8(h.value)
+                .ok()
+                .map(|s| s.trim_matches([' ', '\t']));
+            if !value.is_some_and(&accept) {
+                return false;
+            }
+            seen = true;
+        }
+        seen
+    }
+
     /// True when a header named `name` is present at all (whatever its value).
     pub fn has_header(&self, name: &str) -> bool {
         self.header(name).is_some()

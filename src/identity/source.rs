@@ -239,12 +239,22 @@ pub struct IssueCounts {
 }
 
 impl IssueCounts {
+    /// The counters of `identity`, `kind` (`access token`, `credentials`, ...) and `source`
+    /// in the process's registry.
     pub fn new(identity: &str, kind: &str, source: &str) -> IssueCounts {
+        IssueCounts::in_registry(crate::metrics::global(), identity, kind, source)
+    }
+
+    pub fn in_registry(
+        registry: &crate::metrics::Registry,
+        identity: &str,
+        kind: &str,
+        source: &str,
+    ) -> IssueCounts {
         let labels = [("identity", identity), ("kind", kind), ("source", source)];
-        let registry = crate::metrics::global();
         IssueCounts {
             issued: registry.counter(
-                "imds_tun_tokens_issued_total",
+                TOKENS_ISSUED,
                 "Tokens and credentials handed out (cache hits included), by identity, kind and source.",
                 &labels,
             ),
@@ -264,11 +274,15 @@ impl IssueCounts {
     }
 }
 
-/// How many tokens and credentials the process has issued, over every identity and source
-/// (`imds-tun ctl status`): the sum of `imds_tun_tokens_issued_total`.
-pub fn tokens_issued() -> u64 {
-    crate::metrics::global().counter_total("imds_tun_tokens_issued_total")
+/// How many tokens and credentials `registry` counts as issued, over every identity, kind
+/// and source (`imds-tun ctl status`): the sum of `imds_tun_tokens_issued_total`.
+pub fn tokens_issued(registry: &crate::metrics::Registry) -> u64 {
+    registry.counter_total(TOKENS_ISSUED)
 }
+
+/// The family every issuer counts in: access tokens, ID tokens and AWS credentials
+/// ([`crate::identity::aws::CredentialIssuer`]) alike.
+const TOKENS_ISSUED: &str = "imds_tun_tokens_issued_total";
 
 /// Lifetime assumed for a static token whose claims do not say (managed identity tokens last
 /// 24 h).

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use super::exposition::{Exposition, Kind};
+use super::Gauge;
 use crate::engine::EngineCounters;
 use crate::tcp::Counters;
 use crate::wire::Malformed;
@@ -30,10 +31,14 @@ pub struct Sample {
 /// Connections in the table by class: (half-open, established, TIME-WAIT).
 pub type Classes = (usize, usize, usize);
 
-/// One engine thread's published numbers, in the order of [`samples`].
+/// One engine thread's published numbers, in the order of [`samples`], and its share of
+/// the parked-requests gauge ([`super::fronts::REQUESTS_PARKED`]).
 #[derive(Debug)]
 pub struct EngineSlot {
     values: Box<[AtomicU64]>,
+    parked: Arc<Gauge>,
+    /// What this slot has added to `parked` so far.
+    parked_published: AtomicU64,
 }
 
 impl Default for EngineSlot {
@@ -47,19 +52,44 @@ impl Default for EngineSlot {
         );
         EngineSlot {
             values: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            parked: Arc::default(),
+            parked_published: AtomicU64::new(0),
         }
     }
 }
 
 impl EngineSlot {
-    /// Copies the engine's counters into the slot (the owning thread only).
-    pub fn publish(&self, tcp: &Counters, engine: &EngineCounters, classes: Classes) {
+    /// A slot whose parked requests count in `parked` (the registry's gauge).
+    pub(super) fn with_parked(parked: Arc<Gauge>) -> EngineSlot {
+        EngineSlot {
+            parked,
+            ..EngineSlot::default()
+        }
+    }
+
+    /// Copies the engine's counters into the slot, and adds the change in its number of
+    /// `parked` requests to the gauge (the owning thread only).
+    pub fn publish(&self, tcp: &Counters, engine: &EngineCounters, classes: Classes, parked: u64) {
         let mut values = self.values.iter();
         samples(tcp, engine, classes, |_, v| {
             if let Some(slot) = values.next() {
                 slot.store(v, Relaxed);
             }
         });
+        super::fronts::publish_change(&self.parked, &self.parked_published, parked);
+    }
+
+    /// The connection classes last published (the last three samples).
+    pub fn classes(&self) -> Classes {
+        let n = self.values.len();
+        let at = |i: usize| {
+            n.checked_sub(3 - i)
+                .and_then(|j| self.values.get(j))
+                .map_or(0, |v| {
+                    usize::try_from(v.load(Relaxed)).unwrap_or(usize::MAX)
+                })
+        };
+        (at(0), at(1), at(2))
     }
 }
 
@@ -86,7 +116,8 @@ pub fn render(slots: &[Arc<EngineSlot>], e: &mut Exposition) {
     }
 }
 
-/// Calls `f` with every exported number, always in the same order.
+/// Calls `f` with every exported number, always in the same order; the connection classes
+/// come last ([`EngineSlot::classes`] reads them there).
 pub fn samples(
     tcp: &Counters,
     engine: &EngineCounters,
@@ -128,6 +159,7 @@ pub fn samples(
         recv_bytes_dropped,
         bad_acks,
         no_ack_dropped,
+        illegal_flags_dropped,
         retransmissions,
         rto_expired,
         retransmit_give_ups,
@@ -248,6 +280,12 @@ pub fn samples(
     );
     counter(SEG, SEG_HELP, Some(("reason", "bad_ack")), *bad_acks);
     counter(SEG, SEG_HELP, Some(("reason", "no_ack")), *no_ack_dropped);
+    counter(
+        SEG,
+        SEG_HELP,
+        Some(("reason", "illegal_flags")),
+        *illegal_flags_dropped,
+    );
     counter(
         "imds_tun_tcp_receive_bytes_dropped_total",
         "Received bytes dropped because the receive buffer was full.",
@@ -395,9 +433,10 @@ mod tests {
             ..EngineCounters::default()
         };
         eng.malformed.insert(Malformed::BadTcpChecksum.as_str(), 2);
-        a.publish(&tcp, &eng, (1, 2, 3));
+        a.publish(&tcp, &eng, (1, 2, 3), 0);
         tcp.retransmissions = 4;
-        b.publish(&tcp, &eng, (0, 5, 0));
+        b.publish(&tcp, &eng, (0, 5, 0), 0);
+        assert_eq!(a.classes(), (1, 2, 3));
         let mut e = Exposition::new();
         render(&[a, b], &mut e);
         let text = e.finish();

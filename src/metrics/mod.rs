@@ -11,7 +11,11 @@
 //!   plain integers and publishes once per loop iteration;
 //! - labelled counters and gauges any module registers by name ([`Registry::counter`],
 //!   [`Registry::gauge`]): tokens issued by identity and source, configuration reloads, and
-//!   whatever other features count (limits, caller policy, events, the control socket).
+//!   whatever other features count (limits, caller policy, events, the control socket);
+//!   among them the front doors' open connections and parked requests ([`fronts`]).
+//!
+//! `imds-tun ctl status` reads its counts from here too ([`Registry::requests_by_cloud`],
+//! [`Registry::connections_open`], [`Registry::requests_parked`]): one way to count.
 //!
 //! [`Registry::render`] writes the text exposition format 0.0.4 ([`exposition`]); [`endpoint`]
 //! serves it on an opt-in loopback address (`--metrics 127.0.0.1:PORT`).
@@ -45,6 +49,7 @@ pub mod answered;
 pub mod endpoint;
 pub mod engine;
 pub mod exposition;
+pub mod fronts;
 pub mod histogram;
 pub mod requests;
 
@@ -54,6 +59,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use answered::Observer;
 pub use engine::EngineSlot;
 pub use exposition::{Exposition, Kind};
+pub use fronts::{RequestsByCloud, SocketConnection};
 pub use requests::{RequestMetrics, Route};
 
 /// A monotonically increasing count.
@@ -137,7 +143,7 @@ impl Registry {
 
     /// A new engine slot, included in every scrape from now on.
     pub fn engine_slot(&self) -> Arc<EngineSlot> {
-        let s = Arc::new(EngineSlot::default());
+        let s = Arc::new(EngineSlot::with_parked(self.requests_parked_gauge()));
         lock(&self.engines).push(Arc::clone(&s));
         s
     }

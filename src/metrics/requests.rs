@@ -179,6 +179,13 @@ impl RequestMetrics {
         self.latency.observe(latency);
     }
 
+    /// Calls `f` with every route and its requests over all statuses.
+    pub fn for_each_route(&self, mut f: impl FnMut(Route, u64)) {
+        for (route, row) in Route::ALL.iter().zip(self.counts.chunks(STATUS_SLOTS)) {
+            f(*route, row.iter().map(|c| c.load(Relaxed)).sum());
+        }
+    }
+
     /// Requests recorded for `route` with `status`.
     pub fn count(&self, route: Route, status: u16) -> u64 {
         self.counts[slot(route, status)].load(Relaxed)

@@ -29,7 +29,9 @@ pub struct TcpConfig {
     pub initial_rto: Duration,
     /// RFC 6298 2.4 says 1 s; Linux uses 200 ms, and so do we (see module docs).
     pub min_rto: Duration,
-    /// RFC 6298 2.5: an upper bound of at least 60 s.
+    /// The largest RTO after back-off. RFC 6298 2.5 allows a maximum "provided it is at least
+    /// 60 seconds"; we use 10 s because the peer is the local kernel behind a TUN device, with
+    /// no shared path to congest (see the module docs of `tcp`).
     pub max_rto: Duration,
     /// Retransmissions of one segment before the connection is aborted (RFC 1122 4.2.3.5 R2).
     pub max_retransmits: u32,
@@ -60,8 +62,13 @@ impl Default for TcpConfig {
             max_time_wait: 4096,
             initial_rto: Duration::from_millis(200),
             min_rto: Duration::from_millis(200),
-            max_rto: Duration::from_secs(60),
-            max_retransmits: 8,
+            max_rto: Duration::from_secs(10),
+            // Linux's tcp_retries2. With the 200 ms initial RTO doubling up to 10 s the
+            // connection is given up ~103 s after the first send (RFC 1122 4.2.3.5: R2 of at
+            // least 100 s). The earlier 8 retransmissions (up to a 60 s RTO, also ~100 s)
+            // aborted ~0.2% of responses at 30% loss in both directions, where a round trip
+            // fails with probability 0.51 (0.51^9 ≈ 0.2%; now 0.51^16 ≈ 2e-5).
+            max_retransmits: 15,
             // With the 200 ms initial RTO: SYN-ACKs at 0.2, 0.6, ... 25.4 s, given up at 51 s
             // (Linux: 5 retries from 1 s, 63 s).
             max_synack_retransmits: 7,

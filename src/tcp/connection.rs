@@ -252,9 +252,13 @@ impl Conn {
 
     /// The earliest instant at which [`Conn::handle_timeout`] has work.
     pub fn next_deadline(&self, cfg: &TcpConfig) -> Option<Instant> {
+        // While data or a FIN of ours is unacknowledged the retransmission timer and its
+        // limit govern (RFC 1122 4.2.3.5: R2 of at least 100 s); the idle timeout, shorter,
+        // would cut off a live peer whose ACKs are being lost (seen at 30% loss).
+        let in_flight = self.snd_una < self.snd_max;
         let idle = match self.state {
             State::SynReceived | State::TimeWait | State::Closed => None,
-            _ if self.held => None,
+            _ if in_flight || self.held => None,
             _ => Some(self.last_activity + cfg.idle_timeout),
         };
         [self.rto_at, self.header_at, self.time_wait_at, idle]
@@ -266,6 +270,35 @@ impl Conn {
     /// True once the connection can leave the table (nothing left to send either).
     pub fn is_finished(&self) -> bool {
         self.state == State::Closed && !self.rst_pending && !self.ack_pending
+    }
+
+    /// Checks the invariants of the module docs (for tests and fuzzing; read-only).
+    pub fn check(&self, cfg: &TcpConfig) -> Result<(), String> {
+        let fail = |what: &str| Err(format!("{}->{}: {what}: {self:?}", self.remote, self.local));
+        if !(self.snd_una <= self.snd_nxt && self.snd_nxt <= self.snd_max) {
+            return fail("snd_una <= snd_nxt <= snd_max violated");
+        }
+        if self.queue.iter().map(|c| c.data.len()).sum::<usize>() != self.queued {
+            return fail("queued differs from the chunks' length");
+        }
+        if self.rcv_buf.len() > self.rcv_cap || self.rcv_cap > cfg.recv_buffer {
+            return fail("receive buffer over its capacity");
+        }
+        // Everything sent lies within the queue (plus SYN and FIN).
+        let end = self.data_end().plus(usize::from(self.fin_requested));
+        if self.state.is_synchronized() && self.snd_max > end {
+            return fail("sent beyond the queued data and FIN");
+        }
+        // Something of ours in flight is always timed: else nothing would ever resend it,
+        // and (the idle timer waiting for it) the connection would never leave.
+        let live = self.state.is_synchronized() && self.state != State::TimeWait;
+        if live && !self.dirty && self.snd_una < self.snd_max && self.rto_at.is_none() {
+            return fail("unacknowledged data or FIN without a retransmission timer");
+        }
+        if self.snd_wscale > 14 || self.rcv_wscale > 14 {
+            return fail("window scale above 14");
+        }
+        Ok(())
     }
 
     // ---- app commands --------------------------------------------------------------------
@@ -372,18 +405,8 @@ impl Conn {
         }
 
         // First: sequence number acceptability.
-        let seg_len = seg.payload.len() + usize::from(flags.syn()) + usize::from(flags.fin());
         let wnd = self.rcv_space();
-        let win_end = self.rcv_nxt.plus(wnd);
-        let acceptable = match (seg_len, wnd) {
-            (0, 0) => seq == self.rcv_nxt,
-            (0, _) => seq.in_range(self.rcv_nxt, win_end),
-            (_, 0) => false,
-            (_, _) => {
-                seq.in_range(self.rcv_nxt, win_end)
-                    || seq.plus(seg_len - 1).in_range(self.rcv_nxt, win_end)
-            }
-        };
+        let acceptable = self.acceptable(seg);
         // RFC 7323 5.3 (PAWS): a segment older than TS.Recent is a duplicate from the past.
         if let (Some(recent), Some(ts)) = (self.ts_recent, h.options.timestamps) {
             if !flags.rst() && Seq(ts.value) < Seq(recent) {
@@ -439,6 +462,16 @@ impl Conn {
             ctx.counters.no_ack_dropped += 1;
             return Input::Nothing;
         }
+        if self.state == State::SynReceived {
+            // `handle_syn_received` checked the ACK number is ISS + 1; it acknowledges our
+            // SYN only if the SYN-ACK has gone out (a guessed ACK may arrive in the same batch
+            // as the SYN, before it did).
+            if Seq(h.ack) > self.snd_max {
+                ctx.counters.bad_acks += 1;
+                return Input::Nothing;
+            }
+            self.complete_handshake(ctx);
+        }
         if !self.handle_ack(now, h, ctx) {
             return Input::Nothing;
         }
@@ -465,6 +498,24 @@ impl Conn {
             return Input::Nothing;
         }
         self.handle_text(now, seg, ctx)
+    }
+
+    /// The sequence-number test of RFC 9293 3.10.7.4 ("first, check sequence number").
+    fn acceptable(&self, seg: &Segment<'_>) -> bool {
+        let flags = seg.header.flags;
+        let seq = Seq(seg.header.seq);
+        let seg_len = seg.payload.len() + usize::from(flags.syn()) + usize::from(flags.fin());
+        let wnd = self.rcv_space();
+        let win_end = self.rcv_nxt.plus(wnd);
+        match (seg_len, wnd) {
+            (0, 0) => seq == self.rcv_nxt,
+            (0, _) => seq.in_range(self.rcv_nxt, win_end),
+            (_, 0) => false,
+            (_, _) => {
+                seq.in_range(self.rcv_nxt, win_end)
+                    || seq.plus(seg_len - 1).in_range(self.rcv_nxt, win_end)
+            }
+        }
     }
 
     /// SYN-RECEIVED processing. `Some` ends processing; `None` continues with the
@@ -496,10 +547,28 @@ impl Conn {
             ctx.counters.no_ack_dropped += 1;
             return Some(Input::Nothing);
         }
+        if !self.acceptable(seg) {
+            // RFC 9293 3.10.7.4: the sequence test comes first in SYN-RECEIVED too. Found by
+            // fuzzing (tcp_state): a right ACK number on an out-of-window segment used to
+            // complete the handshake while the ACK step, after the failed test, never ran,
+            // leaving an ESTABLISHED connection with its SYN-ACK unacknowledged and no timer:
+            // a table slot lost for good per crafted segment.
+            ctx.counters.unacceptable_segments += 1;
+            return Some(Input::Nothing);
+        }
         if Seq(h.ack) != self.iss.plus(1) {
             ctx.counters.rst_sent_bad_ack += 1;
             return Some(Input::SendReset);
         }
+        // The handshake completes in the ACK step ([`Conn::complete_handshake`]), once the
+        // segment has passed every test before it (sequence, PAWS).
+        None
+    }
+
+    /// SYN-RECEIVED -> ESTABLISHED, when the ACK step accepts the handshake ACK. Only here:
+    /// fuzzing (tcp_state) found that completing earlier, before the PAWS test dropped the
+    /// segment, left ESTABLISHED connections whose SYN-ACK was never acknowledged.
+    fn complete_handshake(&mut self, ctx: &mut Ctx<'_>) {
         self.state = State::Established;
         // No header timer yet: it starts with the first request byte (see `handle_text`).
         // Until then only the idle timeout applies, because a live client whose handshake
@@ -508,8 +577,6 @@ impl Conn {
         // 2.2: SRTT + 4 * RTT/2) and its retransmissions of the request leave at 3, 9, 21 s.
         self.retries = 0;
         ctx.counters.connections_established += 1;
-        // The handshake ACK is processed by the ACK step, which also takes the window.
-        None
     }
 
     /// Step five of RFC 9293 3.10.7.4. Returns false if the segment is to be dropped.
@@ -890,6 +957,9 @@ impl Conn {
             return;
         }
         if self.state == State::SynReceived {
+            // Nothing but the SYN-ACK is sent in SYN-RECEIVED; an ACK asked for by a dropped
+            // segment is not owed (and must not keep a given-up connection in the table).
+            self.ack_pending = false;
             if self.snd_nxt == self.iss {
                 let mut h = self.header(now, TcpFlags::SYN | TcpFlags::ACK, self.iss, None, cfg);
                 // SACK-permitted is never offered: see the module docs.

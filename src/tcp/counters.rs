@@ -43,8 +43,12 @@ pub struct Counters {
     pub recv_bytes_dropped: u64,
     /// ACKs for data we never sent (RFC 5961 5.2), answered with an ACK.
     pub bad_acks: u64,
-    /// Segments without ACK in a synchronized state, dropped.
+    /// Segments without ACK in a synchronized state, or without SYN or ACK to a listening
+    /// endpoint (null, FIN-only, PSH/URG-only probes), dropped.
     pub no_ack_dropped: u64,
+    /// Segments with SYN and FIN, or SYN and RST, dropped in every state (no TCP sends them;
+    /// scanners and fingerprinting tools do).
+    pub illegal_flags_dropped: u64,
     /// Segments retransmitted (SYN-ACK, data, FIN) after an RTO.
     pub retransmissions: u64,
     /// RTO expirations.

@@ -45,7 +45,12 @@
 //!   the client's samples, and a few more losses push both RTOs past 10 s (seen in the
 //!   fault soak as a request unanswered for 30 s).
 //!   Go-back-N from SND.UNA on RTO, exponential backoff, abort with RST after
-//!   [`TcpConfig::max_retransmits`]. No fast retransmit (RFC 5681 3.2): see "not done" below.
+//!   [`TcpConfig::max_retransmits`] (15, Linux's `tcp_retries2`). The back-off stops at a
+//!   10 s RTO, where RFC 6298 2.5 allows a maximum only "provided it is at least 60 seconds":
+//!   that floor protects shared Internet paths from retransmission storms, and our peer is
+//!   the local kernel. With it a lossy path costs seconds per loss, not minutes (at 30% loss
+//!   in both directions a 60 s cap left requests unanswered for over two minutes), and 15
+//!   retransmissions still span ~103 s before the connection is given up (RFC 1122 4.2.3.5). No fast retransmit (RFC 5681 3.2): see "not done" below.
 //! - **Zero window: persist timer** (RFC 9293 3.8.6.1) with one-byte probes and backoff; a
 //!   peer that keeps acknowledging probes is never given up on (RFC 1122 4.2.2.17), but the
 //!   idle timeout still applies to it.
@@ -62,10 +67,17 @@
 //!   synchronized state gets a challenge ACK; ACKs outside [SND.UNA - MAX.SND.WND, SND.NXT]
 //!   are dropped with an ACK. Challenge ACKs are not rate-limited separately (RFC 5961 7
 //!   "SHOULD"): at most one ACK per connection per `poll_transmit` goes out anyway.
+//! - **Illegal flag combinations**: SYN+FIN and SYN+RST are dropped in every state and
+//!   counted, before the connection is looked up. A segment without SYN or ACK (null,
+//!   FIN-only, PSH/URG-only) is dropped without a reply in LISTEN and in synchronized states
+//!   (RFC 9293 3.10.7.2 and 3.10.7.4 "if the ACK bit is off, drop the segment").
 //! - **Idle and header timeouts.** A connection that sends nothing for
 //!   [`TcpConfig::idle_timeout`], or holds received bytes the app has not consumed (an
 //!   incomplete request) for [`TcpConfig::header_timeout`] after the first of them arrived, is
-//!   closed with FIN if it is quiet, or reset if it has data in flight or is already closing.
+//!   closed with FIN if it is quiet, or reset if it has data queued or is already closing.
+//!   The idle timer does not run while data or a FIN of ours is unacknowledged: then the
+//!   retransmission timer and [`TcpConfig::max_retransmits`] decide (RFC 1122 4.2.3.5), so a
+//!   live peer whose ACKs are being lost is not cut off after the idle timeout.
 //!   The header timer never runs before the first request byte: a fresh connection waits for
 //!   it under the idle timeout, as `serve` does. A shorter wait cuts off live clients whose
 //!   handshake met loss: one lost SYN-ACK gives the client an RTT sample of ~1 s, hence an

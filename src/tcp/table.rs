@@ -169,6 +169,71 @@ impl<A: Default> ConnTable<A> {
         self.timers.peek()
     }
 
+    /// Checks the table's invariants (module docs) and every connection's (for tests and
+    /// fuzzing; read-only, O(connections)): the tuple map names exactly the occupied slots,
+    /// the class counts match the states, the limits hold, the timer queue is bounded.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut counts = (0, 0, 0);
+        let mut occupied = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(e) = &s.entry else { continue };
+            occupied += 1;
+            if self.by_tuple.get(&(e.conn.local, e.conn.remote)) != Some(&(i as u32)) {
+                return Err(format!("slot {i} is not in the tuple map"));
+            }
+            match class(e.conn.state) {
+                Class::HalfOpen => counts.0 += 1,
+                Class::Established => counts.1 += 1,
+                Class::TimeWait => counts.2 += 1,
+                Class::Closed => {}
+            }
+            e.conn.check(&self.cfg)?;
+            // A connection with something to do later has a timer entry at or before it
+            // (once `poll_transmit` has run for it: until then it may re-arm a timer).
+            if e.conn.dirty {
+                continue;
+            }
+            if let Some(d) = e.conn.next_deadline(&self.cfg) {
+                if e.conn.scheduled.is_none_or(|s| s > d) {
+                    return Err(format!(
+                        "slot {i}: deadline {d:?} not scheduled: {:?}",
+                        e.conn
+                    ));
+                }
+            } else if e.conn.state != State::Closed {
+                return Err(format!("slot {i}: no deadline at all: {:?}", e.conn));
+            }
+        }
+        if occupied != self.by_tuple.len() {
+            return Err(format!(
+                "{occupied} occupied slots, {} tuples",
+                self.by_tuple.len()
+            ));
+        }
+        if counts != (self.half_open, self.established, self.time_wait) {
+            return Err(format!(
+                "class counts {:?} recorded as {:?}",
+                counts,
+                (self.half_open, self.established, self.time_wait)
+            ));
+        }
+        if self.half_open > self.cfg.max_half_open
+            || self.established > self.cfg.max_established
+            || self.time_wait > self.cfg.max_time_wait
+            || self.resets.len() > self.cfg.max_pending_resets
+        {
+            return Err("a table limit is exceeded".into());
+        }
+        if self.timers.len() > 8 * self.slots.len() + 64 {
+            return Err(format!(
+                "{} timer entries for {} slots",
+                self.timers.len(),
+                self.slots.len()
+            ));
+        }
+        Ok(())
+    }
+
     fn get(&self, id: ConnId) -> Option<&Entry<A>> {
         let s = self.slots.get(id.slot as usize)?;
         if s.generation != id.generation {
@@ -191,6 +256,13 @@ impl<A: Default> ConnTable<A> {
     /// response, and then the engine calls [`ConnTable::poll_transmit`].
     pub fn handle_segment(&mut self, now: Instant, seg: &Segment<'_>) -> Option<ConnId> {
         let h = &seg.header;
+        // SYN+FIN and SYN+RST have no meaning in RFC 9293 and no TCP sends them; Linux drops
+        // SYN+FIN in LISTEN and FreeBSD drops both. Dropping them before any state is looked
+        // at keeps a crafted combination from opening, resetting or answering anything.
+        if h.flags.syn() && (h.flags.fin() || h.flags.rst()) {
+            self.counters.illegal_flags_dropped += 1;
+            return None;
+        }
         if let Some(&slot) = self.by_tuple.get(&(h.dst, h.src)) {
             let input = self
                 .update(slot, |c, ctx| c.handle_segment(now, seg, ctx))

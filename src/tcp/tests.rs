@@ -940,7 +940,7 @@ fn header_and_idle_timeouts() {
     assert_eq!(t.counters().header_timeouts, 1);
     // The peer never answers: the FIN is retransmitted, and the connection is finally reset.
     let mut now = 5100;
-    while !t.is_empty() && now < 200_000 {
+    while !t.is_empty() && now < 1_000_000 {
         now += 100;
         tick(&mut t, ms(now));
     }
@@ -962,15 +962,7 @@ fn header_and_idle_timeouts() {
     assert_eq!(t.counters().header_timeouts, 1);
 
     // Idle: a request was answered, then silence.
-    let (mut t, id, iss1) = established_with(cfg.clone(), TcpOptions::default());
-    send(
-        &mut t,
-        ms(100),
-        &C::new(ACK | PSH, CLIENT_ISN + 1, iss1).data(b"GET"),
-    );
-    t.consume(id, 3);
-    t.send(id, Bytes::from_static(b"ok"), None, None)
-        .expect("send");
+    let (mut t, _, iss1) = answered_ok(cfg.clone());
     recv_one(&mut t, ms(100));
     send(&mut t, ms(110), &C::new(ACK, CLIENT_ISN + 4, iss1 + 2));
     assert!(tick(&mut t, ms(30_000)).is_empty());
@@ -1216,6 +1208,9 @@ mod fuzz {
                 }
                 let (h, e, w) = t.class_counts();
                 prop_assert_eq!(h + e + w, t.len());
+                if let Err(e) = t.check_invariants() {
+                    return Err(TestCaseError::fail(e));
+                }
             }
             // Every connection eventually leaves: idle/retransmission limits and TIME-WAIT.
             for _ in 0..200 {
@@ -1226,4 +1221,140 @@ mod fuzz {
             prop_assert!(t.is_empty(), "left: {:?}", t.class_counts());
         }
     }
+}
+
+/// At 30% loss in both directions (`tests/soak_fault.rs`) the idle timeout reset connections
+/// whose response was still being retransmitted because every ACK of it had been lost: the
+/// idle timer must wait while data is in flight, and the retransmission limit decides.
+#[test]
+fn idle_timeout_waits_while_data_is_in_flight() {
+    let mut cfg = config();
+    cfg.idle_timeout = Duration::from_secs(30);
+    let (mut t, id, iss1) = answered_ok(cfg);
+    let first = recv_one(&mut t, ms(100));
+    assert_eq!(first.payload, b"ok");
+    // No ACK for 60 s, twice the idle timeout: only retransmissions of the data go out.
+    let mut resent = 0;
+    for now in (200..=60_000).step_by(100) {
+        for s in tick(&mut t, ms(now)) {
+            assert!(
+                !s.flags.fin() && !s.flags.rst(),
+                "{:?} at {now} ms",
+                s.flags
+            );
+            assert_eq!((s.seq, &s.payload[..]), (iss1, &b"ok"[..]));
+            resent += 1;
+        }
+    }
+    assert!(resent >= 5, "only {resent} retransmissions");
+    assert_eq!(t.counters().idle_timeouts, 0);
+    assert_eq!(t.state(id), Some(State::Established));
+    // The ACK finally arrives: now the idle timer runs, from that ACK.
+    send(&mut t, ms(60_050), &C::new(ACK, CLIENT_ISN + 4, iss1 + 2));
+    assert!(tick(&mut t, ms(90_049)).is_empty());
+    let f = tick(&mut t, ms(90_050));
+    assert_eq!((f[0].flags, f[0].seq), (ACK | FIN, iss1 + 2));
+    assert_eq!(t.counters().idle_timeouts, 1);
+}
+
+/// An established connection that received `GET` at 100 ms and has `ok` queued in answer.
+fn answered_ok(cfg: TcpConfig) -> (ConnTable, ConnId, u32) {
+    let (mut t, id, iss1) = established_with(cfg, TcpOptions::default());
+    send(
+        &mut t,
+        ms(100),
+        &C::new(ACK | PSH, CLIENT_ISN + 1, iss1).data(b"GET"),
+    );
+    t.consume(id, 3);
+    t.send(id, Bytes::from_static(b"ok"), None, None)
+        .expect("send");
+    (t, id, iss1)
+}
+
+/// Fuzzing regression (`fuzz/fuzz_targets/tcp_state.rs`, crash-9a8fd6e9): in SYN-RECEIVED an
+/// ACK with the right acknowledgment number but a sequence number outside the window, after
+/// the SYN-ACK's RTO had fired, completed the handshake without the ACK step running: the
+/// connection sat in ESTABLISHED with its SYN-ACK unacknowledged and no timer, forever (the
+/// idle timer waits while something is in flight). The sequence test must come first.
+#[test]
+fn out_of_window_ack_does_not_complete_the_handshake() {
+    let mut t = ConnTable::new(config(), [1; 16]);
+    send(&mut t, ms(0), &C::new(SYN, CLIENT_ISN, 0));
+    let sa = recv_one(&mut t, ms(0));
+    let iss1 = sa.seq.wrapping_add(1);
+    // The SYN-ACK's RTO fires; its retransmission is lost with everything after it.
+    t.handle_timeout(ms(250));
+    let id = t.lookup(local(), remote()).expect("half-open connection");
+    let far = CLIENT_ISN.wrapping_add(1_000_000);
+    assert_eq!(send(&mut t, ms(260), &C::new(ACK, far, iss1)), None);
+    assert_eq!(t.state(id), Some(State::SynReceived));
+    assert_eq!(t.counters().unacceptable_segments, 1);
+    assert_eq!(t.counters().connections_established, 0);
+    t.check_invariants().expect("invariants");
+    // Nothing else arrives: the half-open connection is given up, the table empties.
+    let mut now = 260;
+    while !t.is_empty() && now < 200_000 {
+        now += 100;
+        tick(&mut t, ms(now));
+        t.check_invariants().expect("invariants");
+    }
+    assert!(t.is_empty(), "left: {:?}", t.class_counts());
+    assert_eq!(t.counters().synack_give_ups, 1);
+
+    // The same, then the right ACK in the window: the handshake completes normally.
+    let mut t = ConnTable::new(config(), [1; 16]);
+    send(&mut t, ms(0), &C::new(SYN, CLIENT_ISN, 0));
+    let iss1 = recv_one(&mut t, ms(0)).seq.wrapping_add(1);
+    send(&mut t, ms(10), &C::new(ACK, far, iss1));
+    send(&mut t, ms(20), &C::new(ACK, CLIENT_ISN + 1, iss1));
+    let id = t.lookup(local(), remote()).expect("connection");
+    assert_eq!(t.state(id), Some(State::Established));
+    t.check_invariants().expect("invariants");
+}
+
+/// Fuzzing regression (`tcp_state`, crash-182dc4e1 / crash-aa22d84e): the same lost
+/// handshake, through the PAWS test: a right ACK number with a timestamp older than the SYN's
+/// was dropped by PAWS after the handshake had already been marked complete, leaving an
+/// ESTABLISHED connection with its SYN-ACK unacknowledged and no timer.
+#[test]
+fn paws_dropped_ack_does_not_complete_the_handshake() {
+    let ts = |value| TcpOptions {
+        timestamps: Some(Timestamps { value, echo: 0 }),
+        ..TcpOptions::default()
+    };
+    let mut t = ConnTable::new(config(), [1; 16]);
+    send(&mut t, ms(0), &C::new(SYN, CLIENT_ISN, 0).opts(ts(100)));
+    let iss1 = recv_one(&mut t, ms(0)).seq.wrapping_add(1);
+    t.handle_timeout(ms(250));
+    let id = t.lookup(local(), remote()).expect("half-open connection");
+    let old = C::new(ACK, CLIENT_ISN + 1, iss1).opts(ts(50));
+    assert_eq!(send(&mut t, ms(260), &old), None);
+    assert_eq!(t.state(id), Some(State::SynReceived));
+    assert_eq!(t.counters().paws_dropped, 1);
+    assert_eq!(t.counters().connections_established, 0);
+    let mut now = 260;
+    while !t.is_empty() && now < 200_000 {
+        now += 100;
+        tick(&mut t, ms(now));
+        t.check_invariants().expect("invariants");
+    }
+    assert!(t.is_empty(), "left: {:?}", t.class_counts());
+    // A current timestamp completes it.
+    let mut t = ConnTable::new(config(), [1; 16]);
+    send(&mut t, ms(0), &C::new(SYN, CLIENT_ISN, 0).opts(ts(100)));
+    let iss1 = recv_one(&mut t, ms(0)).seq.wrapping_add(1);
+    send(
+        &mut t,
+        ms(10),
+        &C::new(ACK, CLIENT_ISN + 1, iss1).opts(ts(50)),
+    );
+    send(
+        &mut t,
+        ms(20),
+        &C::new(ACK, CLIENT_ISN + 1, iss1).opts(ts(101)),
+    );
+    let id = t.lookup(local(), remote()).expect("connection");
+    assert_eq!(t.state(id), Some(State::Established));
+    recv(&mut t, ms(20));
+    t.check_invariants().expect("invariants");
 }

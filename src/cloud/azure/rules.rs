@@ -123,14 +123,18 @@ pub enum HeaderProblem {
 }
 
 /// Checks the two headers IMDS requires of every request. `Metadata` is compared
-/// ASCII-case-insensitively: Microsoft's own samples send `Metadata:True`.
+/// ASCII-case-insensitively: Microsoft's own samples send `Metadata:True`. The name's case,
+/// whitespace around the value (`Metadata:true`, `metadata: TRUE `) and the same header twice
+/// are accepted; two `Metadata` headers that disagree are not ([`Request::header_unanimous`];
+/// how real IMDS treats them is unconfirmed, and no client sends them).
 pub fn check_headers(req: &Request<'_>) -> Result<(), HeaderProblem> {
     if req.has_header("x-forwarded-for") {
         return Err(HeaderProblem::Forwarded);
     }
-    match req.header_str("metadata") {
-        Some(v) if v.eq_ignore_ascii_case("true") => Ok(()),
-        _ => Err(HeaderProblem::MissingMetadata),
+    if req.header_unanimous("metadata", |v| v.eq_ignore_ascii_case("true")) {
+        Ok(())
+    } else {
+        Err(HeaderProblem::MissingMetadata)
     }
 }
 

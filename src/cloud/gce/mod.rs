@@ -503,12 +503,16 @@ fn below<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-/// `Metadata-Flavor: Google`, or the legacy `X-Google-Metadata-Request: True`.
+/// `Metadata-Flavor: Google`, or the legacy `X-Google-Metadata-Request: True`. The header
+/// name is matched in any case and the value trimmed, but the value `Google` exactly as
+/// Google documents it (`google` is refused: choice, the real server's comparison is
+/// unconfirmed and every client sends `Google`). Repeated headers must agree
+/// ([`Request::header_unanimous`]).
 fn has_flavor(req: &Request<'_>) -> bool {
-    req.header_str("metadata-flavor") == Some("Google")
-        || req
-            .header_str("x-google-metadata-request")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    req.header_unanimous("metadata-flavor", |v| v == "Google")
+        || req.header_unanimous("x-google-metadata-request", |v| {
+            v.eq_ignore_ascii_case("true")
+        })
 }
 
 /// The `/0.1/` tree: `meta-data/` with the v1 values old scripts read.
