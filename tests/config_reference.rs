@@ -293,7 +293,9 @@ fn the_probes_see_a_missing_or_wrong_field() {
                 "idleTimeoutSecs",
                 "headerTimeoutSecs",
                 "maxConnections",
+                "maxConnectionsPerSource",
                 "maxHalfOpen",
+                "maxTimeWait",
                 "addresses"
             ]
             .map(String::from)
