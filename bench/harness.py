@@ -569,15 +569,21 @@ def has_subcommand(binary, sub):
     return r.returncode == 0, (r.stderr or r.stdout).strip()
 
 
-def scratch_dirs(binary, sub, where):
+def scratch_dirs(binary, sub, where, keys=None):
     """`--state-dir`/`--key-dir` options pointing into the run's scratch directory, for the
     options this build has: the benchmark must not create the machine's /run/imds-tun or
-    /var/lib/imds-tun."""
+    /var/lib/imds-tun. `keys` is the key directory to use (default: one under `where`).
+
+    The contenders share the run's key directory, which the reference step (a `serve`)
+    fills first: a machine running imds-tun made its signing keys once, at its first start
+    (RSA key generation takes 100-300 ms), so "ready" measures a start with keys in place,
+    as every start but the very first is."""
     _, text = has_subcommand(binary, sub)
     argv = []
     for opt, name in (("--state-dir", "state"), ("--key-dir", "keys")):
         if opt in text:
-            argv += [opt, os.path.join(where, name)]
+            path = keys if (name == "keys" and keys) else os.path.join(where, name)
+            argv += [opt, path]
     return argv
 
 
@@ -740,10 +746,11 @@ def run_contender(name, args, binary, reference, tmp, cpus_server, cpus_client, 
         ns = Netns(f"{args.ns_prefix}-{name}-{os.path.basename(ctmp).split('-')[-1]}")
         ns.sysctl("net.ipv4.tcp_tw_reuse", 1)
         if name == "up":
-            argv = [binary, "up"] + scratch_dirs(binary, "up", ctmp)
+            argv = [binary, "up"] + scratch_dirs(binary, "up", ctmp, os.path.join(tmp, "keys"))
         elif name == "serve":
             ns.add_loopback_alias()
-            argv = [binary, "serve", "--listen", f"{ADDR}:{PORT}"] + scratch_dirs(binary, "serve", ctmp)
+            argv = [binary, "serve", "--listen", f"{ADDR}:{PORT}"] + scratch_dirs(
+                binary, "serve", ctmp, os.path.join(tmp, "keys"))
         else:
             ns.add_loopback_alias()
             workers = "auto" if not args.pin else str(len(cpus_server))

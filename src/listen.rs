@@ -171,7 +171,7 @@ impl Admission {
     pub fn new(server: &crate::config::ServerConfig) -> Arc<Admission> {
         Arc::new(Admission {
             slots: Arc::new(tokio::sync::Semaphore::new(server.max_connections)),
-            max_per_source: server.max_connections_per_source,
+            max_per_source: server.per_source_limit(),
             per_source: Mutex::new(HashMap::new()),
             counters: ListenCounters::default(),
         })

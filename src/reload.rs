@@ -52,7 +52,7 @@ pub(crate) fn fixed_at_start(s: &ServerConfig) -> impl PartialEq + '_ {
     (
         &s.addresses,
         s.max_connections,
-        s.max_connections_per_source,
+        s.per_source_limit(),
         s.max_half_open,
         s.max_time_wait,
     )

@@ -29,8 +29,9 @@ pub struct ServerConfig {
     /// it evicts the connection idle longest), in all under `serve` (accepting pauses at it).
     pub max_connections: usize,
     /// Connections from one source address (per engine thread under `up`); beyond it a SYN is
-    /// dropped (`up`) or the accepted connection closed at once (`serve`).
-    pub max_connections_per_source: usize,
+    /// dropped (`up`) or the accepted connection closed at once (`serve`). Unset: all of
+    /// `max_connections` ([`ServerConfig::per_source_limit`]).
+    pub max_connections_per_source: Option<usize>,
     /// Half-open (SYN-RECEIVED) connections per engine thread (`up`); a SYN flood beyond it
     /// recycles the oldest.
     pub max_half_open: usize,
@@ -57,9 +58,13 @@ impl Default for ServerConfig {
             // 10,000 idle keep-alive clients fit with room to spare; the benchmark measures
             // what they cost (bench/README.md: peak RSS with 10,000 idle connections).
             max_connections: 16 * 1024,
-            // Under `up` every process of the host shares one source address: a quarter of
-            // the table bounds one container (or one runaway host) without hurting the rest.
-            max_connections_per_source: 4 * 1024,
+            // Unset, i.e. the whole table: under `up` every process of the host shares one
+            // source address, and a host is a real VM's only client, so by default one source
+            // may hold all of it (10,000 idle keep-alive connections from one host are a
+            // benchmark case: a default of 4,096 refused the rest). Set it where several
+            // sources share one `up` (a fleet of namespaces, containers) so that one cannot
+            // crowd out the others.
+            max_connections_per_source: None,
             // More than the TUN queue (txqueuelen 10,000) can hold: see `tcp`'s table docs.
             max_half_open: 16 * 1024,
             max_time_wait: 4 * 1024,
@@ -68,6 +73,13 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// Connections one source address may hold: `maxConnectionsPerSource`, else all of
+    /// `maxConnections`.
+    pub fn per_source_limit(&self) -> usize {
+        self.max_connections_per_source
+            .unwrap_or(self.max_connections)
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_head_bytes: self.max_head_bytes,
@@ -110,7 +122,7 @@ impl ServerConfig {
         if !(1..=1 << 20).contains(&self.max_half_open) {
             problems.push(format!("{at}.maxHalfOpen"), "a number from 1 to 1048576");
         }
-        if !(1..=self.max_connections).contains(&self.max_connections_per_source) {
+        if !(1..=self.max_connections).contains(&self.per_source_limit()) {
             problems.push(
                 format!("{at}.maxConnectionsPerSource"),
                 "a number from 1 to maxConnections",

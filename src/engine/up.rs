@@ -406,7 +406,7 @@ fn tcp_config(config: &Config, routes: &[IpAddr]) -> TcpConfig {
         idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
         header_timeout: Duration::from_secs(config.server.header_timeout_secs),
         max_established: config.server.max_connections,
-        max_per_source: config.server.max_connections_per_source,
+        max_per_source: config.server.per_source_limit(),
         max_half_open: config.server.max_half_open,
         max_time_wait: config.server.max_time_wait,
         ..TcpConfig::default()
