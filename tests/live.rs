@@ -74,18 +74,7 @@ impl Served {
                     .push((Instant::now(), line));
             }
         });
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = line
-            .trim()
-            .rsplit(" on ")
-            .next()
-            .map(str::to_string)
-            .filter(|a| a.starts_with("127.0.0.1:"))
-            .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
+        let addr = support::serving_addr(&mut child);
         Served {
             child,
             addr,

@@ -112,21 +112,25 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start imds-tun: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("{e}"));
-        // "imds-tun: serving azure, gce, aws on 127.0.0.1:PORT"
-        let addr = line
-            .trim()
-            .rsplit(" on ")
-            .next()
-            .map(str::to_string)
-            .filter(|a| a.starts_with("127.0.0.1:"))
-            .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"));
+        let addr = serving_addr(&mut child);
         Server { child, addr }
     }
+}
+
+/// Reads `serve`'s ready line from `child`'s piped stdout and returns the address it names.
+pub fn serving_addr(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // "imds-tun: serving azure, gce, aws on 127.0.0.1:PORT"
+    line.trim()
+        .rsplit(" on ")
+        .next()
+        .map(str::to_string)
+        .filter(|a| a.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("unexpected ready line: {line:?}"))
 }
 
 impl Server {
