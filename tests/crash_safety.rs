@@ -17,7 +17,7 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::netns::{hosts_content, Shape, TestHost};
+use support::netns::{Shape, TestHost};
 use support::up::Up;
 
 fn kill_and_reap(child: &mut std::process::Child) {
@@ -47,9 +47,8 @@ fn sigkill_at_any_moment_then_up_works_and_down_restores() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(24);
     let host = TestHost::new(Shape::Veth);
-    let addresses_before = host.addresses();
-    let routes_before = host.routes();
-    let original = hosts_content();
+    let before = host.restorable();
+    let original = &before.hosts;
     let bin = env!("CARGO_BIN_EXE_imds-tun");
     let started = Instant::now();
     let mut killed_serving = 0;
@@ -95,7 +94,7 @@ fn sigkill_at_any_moment_then_up_works_and_down_restores() {
         }
         let now = std::fs::read_to_string(&host.hosts_file).unwrap_or_default();
         assert!(
-            now.starts_with(&original),
+            now.starts_with(original.as_str()),
             "kill {k}: the original lines of /etc/hosts were damaged:\n{now}"
         );
         assert!(
@@ -111,21 +110,7 @@ fn sigkill_at_any_moment_then_up_works_and_down_restores() {
     up.signal(libc::SIGKILL);
     let _ = up.wait(Duration::from_secs(10));
     down(&host);
-    assert_eq!(
-        host.routes(),
-        routes_before,
-        "down did not restore the routes"
-    );
-    assert_eq!(
-        host.addresses(),
-        addresses_before,
-        "down did not remove the device"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&host.hosts_file).unwrap_or_default(),
-        original,
-        "down did not restore /etc/hosts byte for byte"
-    );
+    host.assert_restored(&before, "after the kills and down");
     println!(
         "crash safety: {killed_starting} kills during startup, {killed_serving} while serving, {:.1} s",
         started.elapsed().as_secs_f64()

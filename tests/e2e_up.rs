@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::netns::{hosts_content, Container, Shape, TestHost};
+use support::netns::{Container, Shape, TestHost};
 use support::up::Up;
 
 /// `up` with no arguments beyond the test host's own directories.
@@ -76,9 +76,9 @@ fn sdks_without_overrides(host: &TestHost) {
 
 fn full_cycle(shape: Shape) {
     let host = TestHost::new(shape);
-    let addresses_before = host.addresses();
-    let routes_before = host.routes();
-    let original_hosts = hosts_content();
+    let before = host.restorable();
+    let addresses_before = &before.addresses;
+    let original_hosts = &before.hosts;
 
     let up = Up::start(&host, NO_ARGS);
     let hosts_during = std::fs::read_to_string(&host.hosts_file).unwrap_or_default();
@@ -90,7 +90,7 @@ fn full_cycle(shape: Shape) {
     // The test host's /etc/hosts is a bind mount, so the block is appended in place (see
     // `device::hosts`): the original bytes are kept, untouched, in front of it.
     assert!(
-        hosts_during.starts_with(&original_hosts),
+        hosts_during.starts_with(original_hosts.as_str()),
         "the original /etc/hosts must be kept:\n{hosts_during}"
     );
     curl_all_clouds(&host);
@@ -108,17 +108,7 @@ fn full_cycle(shape: Shape) {
     up.signal(libc::SIGTERM);
     let status = up.wait(Duration::from_secs(10));
     assert!(status.success(), "up exited with {status}");
-    assert_eq!(host.routes(), routes_before, "routes not restored");
-    assert_eq!(
-        host.addresses(),
-        addresses_before,
-        "interfaces not restored"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&host.hosts_file).unwrap_or_default(),
-        original_hosts,
-        "/etc/hosts not byte-identical after shutdown"
-    );
+    host.assert_restored(&before, "after SIGTERM");
 
     // A crash leaves things behind; the next `up` starts cleanly and `down` restores.
     let up = Up::start(&host, NO_ARGS);
@@ -139,21 +129,7 @@ fn full_cycle(shape: Shape) {
         "down failed: {}",
         String::from_utf8_lossy(&down.stderr)
     );
-    assert_eq!(
-        host.routes(),
-        routes_before,
-        "down did not restore the routes"
-    );
-    assert_eq!(
-        host.addresses(),
-        addresses_before,
-        "down did not remove the device"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&host.hosts_file).unwrap_or_default(),
-        original_hosts,
-        "down did not restore /etc/hosts"
-    );
+    host.assert_restored(&before, "after SIGKILL and down");
     // Idempotent.
     let again = host
         .command(env!("CARGO_BIN_EXE_imds-tun"))

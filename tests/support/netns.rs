@@ -46,6 +46,13 @@ pub struct TestHost {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A test host's state that `up` changes and must give back ([`TestHost::restorable`]).
+pub struct Restorable {
+    pub addresses: String,
+    pub routes: String,
+    pub hosts: String,
+}
+
 /// Original content of the test host's hosts file: like a real one, it resolves the
 /// machine's own name (clients look it up, and without it they would ask DNS).
 pub fn hosts_content() -> String {
@@ -145,6 +152,32 @@ impl TestHost {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What `up` may change and its teardown or `down` must restore: addresses, routes and
+    /// the hosts file, taken now (before `up`).
+    pub fn restorable(&self) -> Restorable {
+        Restorable {
+            addresses: self.addresses(),
+            routes: self.routes(),
+            hosts: std::fs::read_to_string(&self.hosts_file).unwrap_or_default(),
+        }
+    }
+
+    /// Asserts routes, addresses and the hosts file are byte-identical to `before`; `when`
+    /// names the moment in the failure message.
+    pub fn assert_restored(&self, before: &Restorable, when: &str) {
+        assert_eq!(self.routes(), before.routes, "{when}: routes not restored");
+        assert_eq!(
+            self.addresses(),
+            before.addresses,
+            "{when}: interfaces not restored"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&self.hosts_file).unwrap_or_default(),
+            before.hosts,
+            "{when}: /etc/hosts not restored byte for byte"
+        );
     }
 
     /// The host's interfaces and addresses, for before/after comparisons.
